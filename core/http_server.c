@@ -1,0 +1,1001 @@
+/* http_server.c — HTTP/1.1 server connections (see http_server.h).
+ *
+ * Bytes flow: stream (plain or TLS) → on_read → parse() → llhttp callbacks
+ * copy the head into c->head and the body into r->body → on_message_complete
+ * pauses the parser so pipelined bytes wait in c->pending → the handler
+ * answers → sl_http_response_end() resumes parsing. Everything llhttp lets
+ * through that RFC 9112 forbids (bare LF, whitespace before a colon,
+ * obs-fold, control characters) is refused here before any handler sees it. */
+#include "http_server.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_BLOCK (16 * 1024)
+#define PENDING_MAX (64 * 1024) /* pipelined bytes buffered while busy */
+
+enum conn_state {
+    ST_IDLE,     /* waiting for the first byte of a request */
+    ST_HEAD,     /* reading the request head */
+    ST_BODY,     /* reading the request body */
+    ST_HANDLING, /* the handler owns the request */
+    ST_CLOSING,
+};
+
+typedef struct listener {
+    uv_tcp_t tcp;
+    sl_http_server *srv;
+    sl_tls_config *tls;
+    struct listener *next;
+} listener;
+
+struct sl_http_server {
+    uv_loop_t *loop;
+    sl_http_settings st;
+    sl_http_handler h;
+    llhttp_settings_t ps;
+    sl_pool pool; /* READ_BLOCK blocks: reads, heads, bodies, output */
+    listener *listeners;
+    sl_http_conn *conns;
+    int nconns;
+    int draining;
+    void (*drain_done)(void *);
+    void *drain_arg;
+    sl_rand rand;
+};
+
+struct sl_http_conn {
+    sl_stream stream;
+    sl_http_server *srv;
+    sl_http_conn *prev, *next;
+    llhttp_t parser;
+    uv_timer_t timer;
+    enum conn_state state;
+    sl_buf head;    /* URL, then header names and values */
+    sl_buf out;     /* response bytes not yet handed to the stream */
+    sl_buf pending; /* received, not yet parsed */
+    sl_http_hdr *hdrs;
+    uint32_t *offs; /* during parsing: name_off, name_len, val_off, val_len */
+    uint32_t url_len;
+    int nhdrs;
+    int reject_status; /* set by a callback that stops the parser */
+    const char *reject_code;
+    const char *reject_msg;
+    char last_byte;
+    uint8_t headers_done;
+    uint8_t in_value;
+    uint8_t in_process;
+    uint8_t again;
+    uint8_t fresh;   /* no request started yet: the accept timer runs */
+    uint32_t trailer_bytes;
+    int handles_open;
+    sl_http_req req;
+};
+
+static const sl_stream_cbs stream_cbs;
+static void conn_close(sl_http_conn *c);
+static void process(sl_http_conn *c);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+const char *sl_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    }
+    return "Unknown";
+}
+
+static sl_http_conn *conn_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static void start_timer(sl_http_conn *c, uint64_t ms, uv_timer_cb cb)
+{
+    uv_timer_start(&c->timer, cb, ms, 0);
+}
+
+static int is_tchar(unsigned char ch)
+{
+    /* RFC 9110 §5.6.2 token characters. */
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+           (ch >= 'A' && ch <= 'Z') || (ch && strchr(extra, ch));
+}
+
+/* ---- rejection ---------------------------------------------------------- */
+
+static void write_error(sl_http_conn *c, int status, const char *type,
+                        const char *code, const char *message, int close)
+{
+    char body[768];
+    char esc[512];
+    size_t el = sl_json_escape(esc, sizeof(esc), message, strlen(message));
+    int bl = snprintf(body, sizeof(body),
+                      "{\"error\":{\"message\":\"%.*s\",\"type\":\"%s\","
+                      "\"code\":\"%s\"}}\n",
+                      (int)el, esc, type, code);
+    sl_buf_printf(&c->out,
+                  "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                  "content-length: %d\r\n%s",
+                  status, sl_http_reason(status), bl,
+                  close ? "connection: close\r\n" : "");
+    if (c->req.id[0])
+        sl_buf_printf(&c->out, "x-request-id: %s\r\n", c->req.id);
+    sl_buf_append(&c->out, "\r\n", 2);
+    sl_buf_append(&c->out, body, (size_t)bl);
+}
+
+static void flush_out(sl_http_conn *c)
+{
+    if (c->out.len == 0 || c->stream.closing)
+        return;
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int rc = sl_stream_write(&c->stream, &b, 1);
+    c->out.len = 0;
+    if (rc < 0 && rc != SL_ECANCELED)
+        conn_close(c);
+}
+
+/* Answer a request the server refuses, log it, and close. */
+static void reject(sl_http_conn *c, int status, const char *code,
+                   const char *message)
+{
+    if (c->state == ST_CLOSING)
+        return;
+    if (!c->req.id[0])
+        sl_request_id(&c->srv->rand, c->req.id);
+    c->req.status = status;
+    write_error(c, status, "invalid_request_error", code, message, 1);
+    if (c->srv->h.on_rejected)
+        c->srv->h.on_rejected(&c->req, code, c->srv->h.data);
+    c->state = ST_CLOSING;
+    uv_timer_stop(&c->timer);
+    flush_out(c);
+    sl_stream_close_after_write(&c->stream);
+}
+
+/* ---- llhttp callbacks --------------------------------------------------- */
+
+static int reject_in_cb(sl_http_conn *c, int status, const char *code,
+                        const char *msg)
+{
+    c->reject_status = status;
+    c->reject_code = code;
+    c->reject_msg = msg;
+    return -1;
+}
+
+static void header_timeout(uv_timer_t *t);
+static void body_timeout(uv_timer_t *t);
+
+static int on_message_begin(llhttp_t *p)
+{
+    sl_http_conn *c = conn_of(p);
+    sl_http_req *r = &c->req;
+    c->state = ST_HEAD;
+    c->head.len = 0;
+    c->nhdrs = 0;
+    c->url_len = 0;
+    c->in_value = 0;
+    r->start_ns = sl_now_ns();
+    r->url = r->path = r->query = r->method_name = (sl_str){"", 0};
+    c->trailer_bytes = 0;
+    /* The head timer of a fresh connection runs from accept: a slow first
+     * byte does not buy a slow client more time. */
+    if (!c->fresh)
+        start_timer(c, c->srv->st.header_timeout, header_timeout);
+    c->fresh = 0;
+    return 0;
+}
+
+static int head_append(sl_http_conn *c, const char *at, size_t n)
+{
+    if (c->head.len + n > c->srv->st.limits.max_header_bytes)
+        return reject_in_cb(c, 431, "request_header_fields_too_large",
+                            "request head exceeds the configured limit");
+    if (sl_buf_append(&c->head, at, n) < 0)
+        return reject_in_cb(c, 500, "internal_error", "out of memory");
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    sl_http_conn *c = conn_of(p);
+    if (c->head.len + n > c->srv->st.limits.max_header_bytes)
+        return reject_in_cb(c, 414, "uri_too_long",
+                            "request target exceeds the configured limit");
+    c->url_len += (uint32_t)n;
+    return head_append(c, at, n);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    sl_http_conn *c = conn_of(p);
+    if (c->headers_done) { /* trailers are read, bounded and dropped */
+        c->trailer_bytes += (uint32_t)n;
+        if (c->trailer_bytes > c->srv->st.limits.max_header_bytes)
+            return reject_in_cb(c, 431, "request_header_fields_too_large",
+                                "request trailers exceed the configured limit");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return reject_in_cb(c, 400, "invalid_header",
+                                "invalid character in a header name");
+    if (c->in_value || c->nhdrs == 0) {
+        if ((uint32_t)c->nhdrs >= c->srv->st.limits.max_headers)
+            return reject_in_cb(c, 431, "request_header_fields_too_large",
+                                "too many request headers");
+        uint32_t *o = &c->offs[c->nhdrs * 4];
+        o[0] = (uint32_t)c->head.len;
+        o[1] = o[2] = o[3] = 0;
+        c->nhdrs++;
+        c->in_value = 0;
+    }
+    c->offs[(c->nhdrs - 1) * 4 + 1] += (uint32_t)n;
+    return head_append(c, at, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    sl_http_conn *c = conn_of(p);
+    if (c->headers_done) {
+        c->trailer_bytes += (uint32_t)n;
+        if (c->trailer_bytes > c->srv->st.limits.max_header_bytes)
+            return reject_in_cb(c, 431, "request_header_fields_too_large",
+                                "request trailers exceed the configured limit");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        /* RFC 9112 §5.2: obs-fold (a CR/LF inside a value) is refused. */
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return reject_in_cb(c, 400, "invalid_header",
+                                "invalid character in a header value");
+    }
+    uint32_t *o = &c->offs[(c->nhdrs - 1) * 4];
+    if (!c->in_value) {
+        o[2] = (uint32_t)c->head.len;
+        c->in_value = 1;
+    }
+    o[3] += (uint32_t)n;
+    return head_append(c, at, n);
+}
+
+static void trim_ows(sl_str *s)
+{
+    while (s->n && (s->p[0] == ' ' || s->p[0] == '\t')) {
+        s->p++;
+        s->n--;
+    }
+    while (s->n && (s->p[s->n - 1] == ' ' || s->p[s->n - 1] == '\t'))
+        s->n--;
+}
+
+static void set_request_id(sl_http_conn *c)
+{
+    const sl_str *id = sl_http_header(&c->req, "x-request-id");
+    if (id && id->n > 0 && id->n < sizeof(c->req.id)) {
+        size_t i;
+        for (i = 0; i < id->n; i++) {
+            char ch = id->p[i];
+            if (!(is_tchar((unsigned char)ch) && ch != '"' && ch != '\\'))
+                break;
+        }
+        if (i == id->n) {
+            memcpy(c->req.id, id->p, id->n);
+            c->req.id[id->n] = '\0';
+            return;
+        }
+    }
+    sl_request_id(&c->srv->rand, c->req.id);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    sl_http_conn *c = conn_of(p);
+    sl_http_req *r = &c->req;
+    c->headers_done = 1;
+    const char *base = c->head.data;
+    r->url = (sl_str){base, c->url_len};
+    r->nheaders = c->nhdrs;
+    r->headers = c->hdrs;
+    int hosts = 0;
+    for (int i = 0; i < c->nhdrs; i++) {
+        uint32_t *o = &c->offs[i * 4];
+        c->hdrs[i].name = (sl_str){base + o[0], o[1]};
+        c->hdrs[i].value = (sl_str){base + o[2], o[3]};
+        trim_ows(&c->hdrs[i].value);
+        if (sl_ieq(base + o[0], o[1], "host"))
+            hosts++;
+    }
+    r->method = llhttp_get_method(p);
+    r->method_name.p = llhttp_method_name((llhttp_method_t)r->method);
+    r->method_name.n = strlen(r->method_name.p);
+    r->http_minor = llhttp_get_http_minor(p);
+    set_request_id(c);
+    const char *q = memchr(r->url.p, '?', r->url.n);
+    r->path = (sl_str){r->url.p, q ? (size_t)(q - r->url.p) : r->url.n};
+    r->query = q ? (sl_str){q + 1, r->url.n - r->path.n - 1} : (sl_str){"", 0};
+    /* RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request. */
+    if ((r->http_minor >= 1 && hosts != 1) || hosts > 1)
+        return reject_in_cb(c, 400, "invalid_host",
+                            "an HTTP/1.1 request needs exactly one Host header");
+    if (r->url.n == 0 || r->url.p[0] != '/')
+        return reject_in_cb(c, 400, "invalid_request_target",
+                            "the request target must be an absolute path");
+    if (llhttp_get_upgrade(p) || r->method == HTTP_CONNECT)
+        return reject_in_cb(c, 501, "not_implemented",
+                            "protocol upgrades and CONNECT are not supported");
+    uint64_t limit = c->srv->st.limits.max_body_bytes;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limit)
+        return reject_in_cb(c, 413, "request_too_large",
+                            "request body exceeds the configured limit");
+    int has_body = (p->flags & F_CHUNKED) ||
+                   ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    if (has_body) {
+        const sl_str *expect = sl_http_header(r, "expect");
+        if (expect) {
+            if (!sl_ieq(expect->p, expect->n, "100-continue"))
+                return reject_in_cb(c, 417, "expectation_failed",
+                                    "only Expect: 100-continue is supported");
+            sl_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            flush_out(c);
+        }
+        c->state = ST_BODY;
+        start_timer(c, c->srv->st.body_timeout, body_timeout);
+    } else {
+        uv_timer_stop(&c->timer);
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    sl_http_conn *c = conn_of(p);
+    sl_http_req *r = &c->req;
+    if (r->body.len + n > c->srv->st.limits.max_body_bytes)
+        return reject_in_cb(c, 413, "request_too_large",
+                            "request body exceeds the configured limit");
+    if (sl_buf_append(&r->body, at, n) < 0)
+        return reject_in_cb(c, 500, "internal_error", "out of memory");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    sl_http_conn *c = conn_of(p);
+    c->req.keep_alive = (uint8_t)llhttp_should_keep_alive(p);
+    c->state = ST_HANDLING;
+    uv_timer_stop(&c->timer);
+    return HPE_PAUSED; /* pipelined bytes wait until this response ends */
+}
+
+/* ---- parsing ------------------------------------------------------------ */
+
+/* Index of the first LF not preceded by CR, or -1. */
+static long find_bare_lf(const sl_http_conn *c, const char *p, size_t n)
+{
+    const char *q = p;
+    while ((q = memchr(q, '\n', n - (size_t)(q - p)))) {
+        char prev = q == p ? c->last_byte : q[-1];
+        if (prev != '\r')
+            return q - p;
+        q++;
+    }
+    return -1;
+}
+
+static void dispatch(sl_http_conn *c)
+{
+    sl_http_req *r = &c->req;
+    r->status = 0;
+    r->bytes_sent = 0;
+    r->head_sent = r->chunked = r->close_delimited = r->no_body = 0;
+    c->srv->h.on_request(r, c->srv->h.data);
+}
+
+/* Parse n bytes; returns how many were consumed (less than n when a request
+ * completed or the connection is being refused). */
+static size_t parse(sl_http_conn *c, const char *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n && c->state != ST_HANDLING && c->state != ST_CLOSING) {
+        const char *at = p + done;
+        size_t chunk = n - done;
+        int bare = 0;
+        if (!c->headers_done) {
+            long i = find_bare_lf(c, at, chunk);
+            if (i >= 0) {
+                chunk = (size_t)i;
+                bare = 1;
+            }
+        }
+        if (chunk > 0) {
+            llhttp_errno_t e = llhttp_execute(&c->parser, at, chunk);
+            if (e == HPE_PAUSED) {
+                const char *stop = llhttp_get_error_pos(&c->parser);
+                done += (size_t)(stop - at);
+                c->last_byte = stop > at ? stop[-1] : c->last_byte;
+                dispatch(c);
+                return done;
+            }
+            if (e != HPE_OK) {
+                if (c->reject_status)
+                    reject(c, c->reject_status, c->reject_code,
+                           c->reject_msg);
+                else
+                    reject(c, 400, "invalid_request",
+                           llhttp_get_error_reason(&c->parser));
+                return n;
+            }
+            c->last_byte = at[chunk - 1];
+            done += chunk;
+        }
+        if (bare) {
+            if (!c->headers_done) {
+                /* RFC 9112 §2.2: a bare LF is how smuggling starts. */
+                reject(c, 400, "invalid_request",
+                       "bare LF in the request head");
+                return n;
+            }
+            /* The LF belongs to the body: parse on without scanning. */
+        }
+    }
+    return done;
+}
+
+static void process(sl_http_conn *c)
+{
+    if (c->in_process) {
+        c->again = 1;
+        return;
+    }
+    c->in_process = 1;
+    do {
+        c->again = 0;
+        if (c->pending.len == 0 || c->state == ST_HANDLING ||
+            c->state == ST_CLOSING)
+            break;
+        size_t used = parse(c, c->pending.data, c->pending.len);
+        sl_buf_consume(&c->pending, used);
+    } while (c->again);
+    c->in_process = 0;
+    if (c->pending.len == 0)
+        sl_buf_release(&c->pending);
+}
+
+/* ---- connection events --------------------------------------------------- */
+
+static void on_read(sl_stream *s, const char *data, size_t len)
+{
+    sl_http_conn *c = s->data;
+    if (c->state == ST_CLOSING)
+        return;
+    if (c->state == ST_HANDLING || c->pending.len > 0 || c->in_process) {
+        if (sl_buf_append(&c->pending, data, len) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (c->pending.len > PENDING_MAX)
+            sl_stream_read_stop(s); /* resumes when this response ends */
+        process(c);
+        return;
+    }
+    c->in_process = 1;
+    size_t used = parse(c, data, len);
+    c->in_process = 0;
+    if (used < len && c->state != ST_CLOSING &&
+        sl_buf_append(&c->pending, data + used, len - used) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->again)
+        process(c);
+}
+
+static void on_error(sl_stream *s, int err)
+{
+    sl_http_conn *c = s->data;
+    if (err != SL_EEOF && err != SL_ECONNRESET)
+        sl_log_debug("client %s: %s%s%s", c->req.client_addr, sl_strerror(err),
+                     s->tls_error ? ": " : "", s->tls_error ? s->tls_error : "");
+    conn_close(c);
+}
+
+static void on_connect(sl_stream *s, int status)
+{
+    sl_http_conn *c = s->data;
+    if (status < 0) { /* TLS handshake with the client failed */
+        sl_log_debug("client %s: TLS handshake failed: %s", c->req.client_addr,
+                     s->tls_error ? s->tls_error : sl_strerror(status));
+        conn_close(c);
+    }
+}
+
+static void on_drain(sl_stream *s)
+{
+    sl_http_conn *c = s->data;
+    if (c->state == ST_HANDLING && c->srv->h.on_drain)
+        c->srv->h.on_drain(&c->req, c->srv->h.data);
+}
+
+static void maybe_drain_done(sl_http_server *srv)
+{
+    if (srv->draining && srv->nconns == 0 && srv->drain_done) {
+        void (*done)(void *) = srv->drain_done;
+        srv->drain_done = NULL;
+        done(srv->drain_arg);
+    }
+}
+
+static void handle_closed(sl_http_conn *c)
+{
+    if (--c->handles_open > 0)
+        return;
+    sl_http_server *srv = c->srv;
+    sl_buf_release(&c->head);
+    sl_buf_release(&c->out);
+    sl_buf_release(&c->pending);
+    sl_buf_release(&c->req.body);
+    free(c->hdrs);
+    free(c->offs);
+    free(c);
+    maybe_drain_done(srv);
+}
+
+static void on_stream_close(sl_stream *s)
+{
+    handle_closed(s->data);
+}
+
+static void on_timer_close(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static const sl_stream_cbs stream_cbs = {
+    .on_read = on_read,
+    .on_error = on_error,
+    .on_connect = on_connect,
+    .on_drain = on_drain,
+    .on_close = on_stream_close,
+};
+
+static void conn_close(sl_http_conn *c)
+{
+    if (c->stream.closing)
+        return;
+    sl_http_server *srv = c->srv;
+    int owned = c->state == ST_HANDLING;
+    c->state = ST_CLOSING;
+    if (owned && srv->h.on_abort)
+        srv->h.on_abort(&c->req, srv->h.data);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_timer_close);
+    sl_stream_close(&c->stream);
+}
+
+static void idle_timeout(uv_timer_t *t)
+{
+    conn_close(t->data); /* nothing was asked: close without an answer */
+}
+
+static void header_timeout(uv_timer_t *t)
+{
+    sl_http_conn *c = t->data;
+    if (c->state == ST_HEAD)
+        reject(c, 408, "request_timeout", "the request head took too long");
+    else
+        conn_close(c);
+}
+
+static void body_timeout(uv_timer_t *t)
+{
+    sl_http_conn *c = t->data;
+    reject(c, 408, "request_timeout", "the request body took too long");
+}
+
+static void on_accept(uv_stream_t *ls, int status)
+{
+    listener *l = ls->data;
+    sl_http_server *srv = l->srv;
+    if (status < 0 || srv->draining)
+        return;
+    sl_http_conn *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->hdrs = malloc(srv->st.limits.max_headers * sizeof(*c->hdrs));
+        c->offs = malloc(srv->st.limits.max_headers * 4 * sizeof(uint32_t));
+    }
+    if (!c || !c->hdrs || !c->offs ||
+        sl_stream_init(srv->loop, &c->stream, &srv->pool, &stream_cbs, c) < 0) {
+        if (c) {
+            free(c->hdrs);
+            free(c->offs);
+        }
+        free(c);
+        /* Accept and drop, or the listener would spin on readiness. */
+        uv_tcp_t tmp;
+        uv_tcp_init(srv->loop, &tmp);
+        if (uv_accept(ls, (uv_stream_t *)&tmp) == 0)
+            sl_log_error("accept: out of memory, connection dropped");
+        uv_close((uv_handle_t *)&tmp, NULL);
+        return;
+    }
+    c->srv = srv;
+    c->fresh = 1;
+    c->handles_open = 2;
+    uv_timer_init(srv->loop, &c->timer);
+    c->timer.data = c;
+    sl_buf_init(&c->head, &srv->pool);
+    sl_buf_init(&c->out, &srv->pool);
+    sl_buf_init(&c->pending, &srv->pool);
+    sl_buf_init(&c->req.body, &srv->pool);
+    c->req.conn = c;
+    c->req.server = srv;
+    llhttp_init(&c->parser, HTTP_REQUEST, &srv->ps);
+    c->parser.data = c;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    if (uv_accept(ls, (uv_stream_t *)&c->stream.tcp) < 0 ||
+        sl_stream_accepted(&c->stream, l->tls) < 0) {
+        conn_close(c);
+        return;
+    }
+    struct sockaddr_storage sa;
+    int salen = sizeof(sa);
+    if (uv_tcp_getpeername(&c->stream.tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        char ip[INET6_ADDRSTRLEN] = "";
+        uint16_t port = 0;
+        if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&sa;
+            uv_ip4_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sa;
+            uv_ip6_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin6_port);
+        }
+        snprintf(c->req.client_addr, sizeof(c->req.client_addr), "%s:%u", ip,
+                 port);
+    }
+    start_timer(c, srv->st.header_timeout, header_timeout);
+    if (sl_stream_read_start(&c->stream) < 0)
+        conn_close(c);
+}
+
+/* ---- server ------------------------------------------------------------- */
+
+sl_http_server *sl_http_server_new(uv_loop_t *loop,
+                                   const sl_http_settings *settings,
+                                   const sl_http_handler *handler)
+{
+    sl_http_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->st = *settings;
+    s->h = *handler;
+    sl_pool_init(&s->pool, READ_BLOCK, 1024);
+    sl_rand_seed(&s->rand);
+    llhttp_settings_init(&s->ps);
+    s->ps.on_message_begin = on_message_begin;
+    s->ps.on_url = on_url;
+    s->ps.on_header_field = on_header_field;
+    s->ps.on_header_value = on_header_value;
+    s->ps.on_headers_complete = on_headers_complete;
+    s->ps.on_body = on_body;
+    s->ps.on_message_complete = on_message_complete;
+    return s;
+}
+
+int sl_http_server_listen(sl_http_server *s, const sl_listen_cfg *lc,
+                          sl_tls_config *tls, char *err, size_t errlen)
+{
+    struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof(sa));
+    if (uv_ip4_addr(lc->host, lc->port, (struct sockaddr_in *)&sa) != 0 &&
+        uv_ip6_addr(lc->host, lc->port, (struct sockaddr_in6 *)&sa) != 0) {
+        snprintf(err, errlen, "listen %s:%u: not a numeric address", lc->host,
+                 lc->port);
+        return SL_EINVAL;
+    }
+    /* libuv 1.44 cannot set SO_REUSEPORT itself: bind the socket here. */
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&sa,
+             sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                     : sizeof(struct sockaddr_in6)) < 0) {
+        snprintf(err, errlen, "listen %s:%u: %s", lc->host, lc->port,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return SL_EIO;
+    }
+    listener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        return SL_ENOMEM;
+    }
+    l->srv = s;
+    l->tls = tls;
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    l->next = s->listeners;
+    s->listeners = l;
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_accept);
+    if (rc < 0) {
+        snprintf(err, errlen, "listen %s:%u: %s", lc->host, lc->port,
+                 uv_strerror(rc));
+        return SL_EIO;
+    }
+    return 0;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void close_listeners(sl_http_server *s)
+{
+    listener *l = s->listeners;
+    s->listeners = NULL;
+    while (l) {
+        listener *n = l->next;
+        uv_close((uv_handle_t *)&l->tcp, listener_closed);
+        l = n;
+    }
+}
+
+void sl_http_server_drain(sl_http_server *s, void (*done)(void *), void *arg)
+{
+    s->draining = 1;
+    s->drain_done = done;
+    s->drain_arg = arg;
+    close_listeners(s);
+    sl_http_conn *c = s->conns;
+    while (c) {
+        sl_http_conn *n = c->next;
+        /* Idle connections go now; busy ones close after their answer. */
+        if (c->state == ST_IDLE)
+            conn_close(c);
+        c = n;
+    }
+    maybe_drain_done(s);
+}
+
+void sl_http_server_close_all(sl_http_server *s)
+{
+    close_listeners(s);
+    while (s->conns)
+        conn_close(s->conns);
+}
+
+void sl_http_server_free(sl_http_server *s)
+{
+    if (!s)
+        return;
+    sl_pool_destroy(&s->pool);
+    free(s);
+}
+
+const sl_str *sl_http_header(const sl_http_req *r, const char *lower)
+{
+    for (int i = 0; i < r->nheaders; i++)
+        if (sl_ieq(r->headers[i].name.p, r->headers[i].name.n, lower))
+            return &r->headers[i].value;
+    return NULL;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+int sl_http_response_begin(sl_http_req *r, int status)
+{
+    sl_http_conn *c = r->conn;
+    r->status = status;
+    r->no_body = r->method == HTTP_HEAD || status == 204 || status == 304 ||
+                 (status >= 100 && status < 200);
+    return sl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\n", status,
+                         sl_http_reason(status));
+}
+
+int sl_http_response_header(sl_http_req *r, const char *name, size_t nlen,
+                            const char *value, size_t vlen)
+{
+    sl_buf *o = &r->conn->out;
+    if (sl_buf_reserve(o, nlen + vlen + 4) < 0)
+        return SL_ENOMEM;
+    memcpy(o->data + o->len, name, nlen);
+    o->len += nlen;
+    o->data[o->len++] = ':';
+    o->data[o->len++] = ' ';
+    memcpy(o->data + o->len, value, vlen);
+    o->len += vlen;
+    o->data[o->len++] = '\r';
+    o->data[o->len++] = '\n';
+    return 0;
+}
+
+int sl_http_response_head_end(sl_http_req *r, int64_t content_length)
+{
+    sl_http_conn *c = r->conn;
+    sl_buf *o = &c->out;
+    int rc = 0;
+    if (r->no_body) {
+        if (r->method == HTTP_HEAD && content_length >= 0) {
+            rc |= sl_buf_puts(o, "content-length: ");
+            rc |= sl_buf_append_u64(o, (uint64_t)content_length);
+            rc |= sl_buf_puts(o, "\r\n");
+        }
+    } else if (content_length >= 0) {
+        rc |= sl_buf_puts(o, "content-length: ");
+        rc |= sl_buf_append_u64(o, (uint64_t)content_length);
+        rc |= sl_buf_puts(o, "\r\n");
+    } else if (r->http_minor >= 1) {
+        r->chunked = 1;
+        rc |= sl_buf_puts(o, "transfer-encoding: chunked\r\n");
+    } else {
+        r->close_delimited = 1; /* HTTP/1.0 has no chunked coding */
+    }
+    if (!r->keep_alive || r->close_delimited || c->srv->draining)
+        rc |= sl_buf_puts(o, "connection: close\r\n");
+    else if (r->http_minor == 0)
+        rc |= sl_buf_puts(o, "connection: keep-alive\r\n");
+    rc |= sl_buf_puts(o, "x-request-id: ");
+    rc |= sl_buf_puts(o, r->id);
+    rc |= sl_buf_puts(o, "\r\n\r\n");
+    r->head_sent = 1;
+    return rc ? SL_ENOMEM : 0;
+}
+
+int sl_http_response_body(sl_http_req *r, const char *p, size_t n)
+{
+    if (n == 0 || r->no_body)
+        return 0;
+    sl_buf *o = &r->conn->out;
+    r->bytes_sent += n;
+    if (!r->chunked)
+        return sl_buf_append(o, p, n);
+    char hdr[20];
+    int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+    if (sl_buf_reserve(o, (size_t)hl + n + 2) < 0)
+        return SL_ENOMEM;
+    memcpy(o->data + o->len, hdr, (size_t)hl);
+    memcpy(o->data + o->len + hl, p, n);
+    memcpy(o->data + o->len + hl + n, "\r\n", 2);
+    o->len += (size_t)hl + n + 2;
+    return 0;
+}
+
+int sl_http_response_raw(sl_http_req *r, const char *p, size_t n)
+{
+    return sl_buf_append(&r->conn->out, p, n);
+}
+
+int sl_http_response_flush(sl_http_req *r)
+{
+    flush_out(r->conn);
+    return r->conn->stream.closing ? SL_ECANCELED : 0;
+}
+
+size_t sl_http_write_pending(const sl_http_req *r)
+{
+    return r->conn->stream.write_pending;
+}
+
+static void reset_for_next(sl_http_conn *c)
+{
+    sl_http_req *r = &c->req;
+    sl_buf_release(&r->body);
+    sl_buf_release(&c->head);
+    r->headers = NULL;
+    r->nheaders = 0;
+    r->id[0] = '\0';
+    r->handler_data = NULL;
+    c->headers_done = 0;
+    c->nhdrs = 0;
+    c->url_len = 0;
+}
+
+void sl_http_response_end(sl_http_req *r)
+{
+    sl_http_conn *c = r->conn;
+    if (c->state != ST_HANDLING)
+        return;
+    if (r->chunked)
+        sl_buf_puts(&c->out, "0\r\n\r\n");
+    int keep = r->keep_alive && !r->close_delimited && !c->srv->draining;
+    flush_out(c);
+    reset_for_next(c);
+    if (c->stream.closing) {
+        c->state = ST_CLOSING;
+        return;
+    }
+    if (!keep) {
+        c->state = ST_CLOSING;
+        sl_stream_close_after_write(&c->stream);
+        return;
+    }
+    c->state = ST_IDLE;
+    r->conn_requests++;
+    llhttp_resume(&c->parser);
+    if (c->out.len == 0)
+        sl_buf_release(&c->out);
+    start_timer(c, c->srv->st.keepalive_timeout, idle_timeout);
+    if (sl_stream_read_start(&c->stream) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->pending.len > 0)
+        process(c);
+}
+
+void sl_http_response_abort(sl_http_req *r)
+{
+    sl_http_conn *c = r->conn;
+    if (c->state != ST_HANDLING)
+        return;
+    flush_out(c);
+    c->state = ST_CLOSING; /* so conn_close does not call on_abort */
+    reset_for_next(c);
+    conn_close(c);
+}
+
+void sl_http_send_error(sl_http_req *r, int status, const char *type,
+                        const char *code, const char *message)
+{
+    sl_http_conn *c = r->conn;
+    r->status = status;
+    int close = !r->keep_alive || c->srv->draining;
+    write_error(c, status, type, code, message, close);
+    sl_http_response_end(r);
+}

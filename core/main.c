@@ -1,0 +1,329 @@
+/* main.c — the sluice command: run the gateway, run the mock provider,
+ * check configuration, run specs. Owns signals and the worker threads. */
+#include "config.h"
+#include "log.h"
+#include "mock.h"
+#include "spec_runner.h"
+#include "worker.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <uv.h>
+
+static const char usage[] =
+    "usage: sluice <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run [-c sluice.yaml]       start the gateway\n"
+    "  check [-c sluice.yaml] [policy-dir]\n"
+    "                             validate the configuration and policy\n"
+    "  mock [--listen HOST:PORT] [--workers N] [--tls-cert F --tls-key F]\n"
+    "       [--status N] [--delay-ms N] [--fault NAME]\n"
+    "                             run the mock provider\n"
+    "  spec [busted args]         run busted specs inside sluice's LuaJIT\n"
+    "  version                    print the version\n"
+    "  help                       this text\n";
+
+typedef struct {
+    sl_worker **workers;
+    int n;
+    sl_config *cfg;
+    sl_policy **policy;
+    uv_signal_t sig[4];
+    int stopping;
+} runtime;
+
+static int worker_count(int configured)
+{
+    if (configured > 0)
+        return configured;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void close_signals(runtime *rt)
+{
+    for (int i = 0; i < 4; i++)
+        if (!uv_is_closing((uv_handle_t *)&rt->sig[i]))
+            uv_close((uv_handle_t *)&rt->sig[i], NULL);
+}
+
+static void reload_policy(runtime *rt)
+{
+    char err[1024];
+    sl_policy *p;
+    if (!rt->policy || !rt->cfg->policy_dir)
+        return;
+    if (sl_policy_load(rt->cfg->policy_dir, rt->cfg, &p, err, sizeof(err)) < 0) {
+        sl_log_error("reload refused, the live policy stays: %s", err);
+        return;
+    }
+    for (int i = 0; i < rt->n; i++)
+        sl_worker_set_policy(rt->workers[i], p);
+    sl_policy_unref(*rt->policy);
+    *rt->policy = p;
+    sl_log_info("policy reloaded from %s (%d backends)", rt->cfg->policy_dir,
+                p->nbackends);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    runtime *rt = s->data;
+    if (signum == SIGHUP) {
+        if (!rt->stopping)
+            reload_policy(rt);
+        return;
+    }
+    if (signum == SIGUSR1) {
+        sl_log_reopen();
+        return;
+    }
+    if (rt->stopping)
+        return;
+    rt->stopping = 1;
+    sl_log_info("%s: draining in-flight requests, then exiting",
+                signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    for (int i = 0; i < rt->n; i++)
+        sl_worker_stop(rt->workers[i]);
+    close_signals(rt);
+}
+
+/* Start n workers of one kind and wait on signals until they finish. */
+static int serve(runtime *rt)
+{
+    uv_loop_t *loop = uv_default_loop();
+    static const int sigs[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        uv_signal_init(loop, &rt->sig[i]);
+        rt->sig[i].data = rt;
+        uv_signal_start(&rt->sig[i], on_signal, sigs[i]);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < rt->n; i++)
+        sl_worker_join(rt->workers[i]);
+    uv_loop_close(loop);
+    return 0;
+}
+
+static int start_workers(runtime *rt, sl_worker **ws, int n)
+{
+    char err[600];
+    for (int i = 0; i < n; i++) {
+        if (sl_worker_start(ws[i], err, sizeof(err)) < 0) {
+            fprintf(stderr, "sluice: %s\n", err);
+            sl_worker_join(ws[i]);
+            for (int j = 0; j < i; j++)
+                sl_worker_stop(ws[j]);
+            for (int j = 0; j < i; j++)
+                sl_worker_join(ws[j]);
+            for (int j = i + 1; j < n; j++)
+                sl_worker_join(ws[j]); /* never started */
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *config_path(int argc, char **argv)
+{
+    const char *path = "sluice.yaml";
+    for (int i = 0; i < argc - 1; i++)
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+            path = argv[i + 1];
+    return path;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    char err[1024];
+    sl_config cfg;
+    sl_policy *policy = NULL;
+    const char *path = config_path(argc, argv);
+    if (sl_config_load(path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        return 2;
+    }
+    if (sl_log_open(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        sl_config_free(&cfg);
+        return 2;
+    }
+    if (cfg.policy_dir &&
+        sl_policy_load(cfg.policy_dir, &cfg, &policy, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        sl_log_close();
+        sl_config_free(&cfg);
+        return 2;
+    }
+    int n = worker_count(cfg.workers);
+    int total = n + (cfg.mock_enabled ? 1 : 0);
+    sl_worker **ws = calloc((size_t)total, sizeof(*ws));
+    int rc = ws ? 0 : 1;
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (!(ws[i] = sl_worker_new(i, SL_WORKER_GATEWAY, &cfg, cfg.listen,
+                                    cfg.nlisten, policy, NULL)))
+            rc = 1;
+    sl_mock_opts mo = {0};
+    if (rc == 0 && cfg.mock_enabled &&
+        !(ws[n] = sl_worker_new(n, SL_WORKER_MOCK, &cfg, &cfg.mock_listen, 1,
+                                NULL, &mo)))
+        rc = 1;
+    runtime rt = {.workers = ws, .n = total, .cfg = &cfg, .policy = &policy};
+    if (rc == 0 && start_workers(&rt, ws, total) == 0) {
+        sl_log_info("sluice %s: %d worker%s on %s:%u%s%s, policy %s "
+                    "(%d backend%s)",
+                    SLUICE_VERSION, n, n == 1 ? "" : "s", cfg.listen[0].host,
+                    cfg.listen[0].port, cfg.listen[0].tls_cert ? " (TLS)" : "",
+                    cfg.mock_enabled ? ", mock provider on" : "",
+                    cfg.policy_dir ? cfg.policy_dir : "(none)",
+                    policy ? policy->nbackends : 0,
+                    policy && policy->nbackends == 1 ? "" : "s");
+        if (cfg.mock_enabled)
+            sl_log_info("mock provider listening on %s:%u",
+                        cfg.mock_listen.host, cfg.mock_listen.port);
+        serve(&rt);
+        sl_log_info("sluice stopped");
+    } else if (rc == 0) {
+        rc = 1;
+    } else {
+        for (int i = 0; i < total; i++)
+            if (ws[i])
+                sl_worker_join(ws[i]);
+    }
+    free(ws);
+    if (policy)
+        sl_policy_unref(policy);
+    sl_log_close();
+    sl_config_free(&cfg);
+    return rc;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    char err[1024];
+    sl_config cfg;
+    const char *dir = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+            i++;
+        else
+            dir = argv[i];
+    }
+    const char *path = config_path(argc, argv);
+    if (!dir || access(path, F_OK) == 0) {
+        if (sl_config_load(path, &cfg, err, sizeof(err)) < 0) {
+            fprintf(stderr, "sluice: %s\n", err);
+            return 2;
+        }
+    } else {
+        sl_config_defaults(&cfg);
+    }
+    if (!dir)
+        dir = cfg.policy_dir;
+    int rc = 0;
+    if (dir) {
+        sl_policy *p;
+        if (sl_policy_load(dir, &cfg, &p, err, sizeof(err)) < 0) {
+            fprintf(stderr, "sluice: %s\n", err);
+            rc = 2;
+        } else {
+            printf("policy %s: ok (%d backend%s)\n", dir, p->nbackends,
+                   p->nbackends == 1 ? "" : "s");
+            sl_policy_unref(p);
+        }
+    }
+    if (rc == 0 && cfg.path)
+        printf("config %s: ok\n", cfg.path);
+    sl_config_free(&cfg);
+    return rc;
+}
+
+static int cmd_mock(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"workers", required_argument, NULL, 'w'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
+        {"status", required_argument, NULL, 's'},
+        {"delay-ms", required_argument, NULL, 'd'},
+        {"fault", required_argument, NULL, 'f'},
+        {NULL, 0, NULL, 0}};
+    sl_config cfg;
+    sl_config_defaults(&cfg);
+    cfg.log_level = SL_LOG_WARN;
+    sl_listen_cfg l = {.port = 8081};
+    strcpy(l.host, "127.0.0.1");
+    sl_mock_opts mo = {0};
+    int workers = 1, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (sl_parse_hostport(optarg, l.host, sizeof(l.host), &l.port) < 0) {
+                fprintf(stderr, "sluice mock: --listen wants HOST:PORT\n");
+                return 2;
+            }
+            break;
+        case 'w': workers = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+        case 'C': l.tls_cert = optarg; break;
+        case 'K': l.tls_key = optarg; break;
+        case 's': mo.status = atoi(optarg); break;
+        case 'd': mo.delay_ms = atoi(optarg); break;
+        case 'f': mo.fault = optarg; break;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (!l.tls_cert != !l.tls_key) {
+        fprintf(stderr, "sluice mock: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    char err[600];
+    sl_log_open(&cfg, err, sizeof(err));
+    sl_worker **ws = calloc((size_t)workers, sizeof(*ws));
+    for (int i = 0; ws && i < workers; i++)
+        ws[i] = sl_worker_new(i, SL_WORKER_MOCK, &cfg, &l, 1, NULL, &mo);
+    runtime rt = {.workers = ws, .n = workers, .cfg = &cfg};
+    int rc = 1;
+    if (ws && start_workers(&rt, ws, workers) == 0) {
+        fprintf(stderr, "sluice mock: listening on %s:%u%s\n", l.host, l.port,
+                l.tls_cert ? " (TLS)" : "");
+        serve(&rt);
+        rc = 0;
+    }
+    free(ws);
+    sl_log_close();
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 2, argv + 2);
+    if (strcmp(cmd, "mock") == 0)
+        return cmd_mock(argc - 1, argv + 1);
+    if (strcmp(cmd, "spec") == 0)
+        return sl_spec_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("sluice %s\n", SLUICE_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+        strcmp(cmd, "-h") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    fprintf(stderr, "sluice: unknown command '%s'\n\n%s", cmd, usage);
+    return 2;
+}

@@ -1,0 +1,28 @@
+#!/bin/sh
+# deps.sh — install what sluice needs to build, run and test, from Debian
+# packages only. Safe to run repeatedly: it asks apt only for what is missing.
+set -eu
+
+PKGS="cmake make gcc pkg-config libluajit2-5.1-dev libuv1-dev libmbedtls-dev
+libcjson-dev libyaml-dev libpcre2-dev node-llhttp lua-busted lua-socket curl
+openssl ca-certificates"
+
+# Test and bench extras (valgrind for the leak check, wrk and nginx for bench/).
+if [ "${1:-}" = "--test" ]; then
+    PKGS="$PKGS valgrind"
+elif [ "${1:-}" = "--bench" ]; then
+    PKGS="$PKGS wrk nginx-light"
+fi
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+        missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "deps: installing$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
