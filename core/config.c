@@ -1,7 +1,11 @@
 /* config.c — sluice.yaml and the policy directory's backends, validated
  * with errors that name file, line and key. */
 #include "config.h"
+#include "buf.h"
 #include "util.h"
+#include "spec_runner.h"
+
+#include <mbedtls/sha256.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -177,6 +181,31 @@ static int parse_listen(checker *ck, const sl_node *n, const char *key,
     return 0;
 }
 
+static int get_dirs(checker *ck, const sl_node *n, const char *key,
+                    char ***out, int *count)
+{
+    if (n->type != SL_NODE_SEQ)
+        return fail(ck, n, key, "expected a list of folders");
+    char **dirs = calloc((size_t)n->n + 1, sizeof(char *));
+    if (!dirs)
+        return SL_ENOMEM;
+    for (int i = 0; i < *count; i++)
+        free((*out)[i]);
+    free(*out);
+    *out = dirs;
+    *count = 0;
+    int i = 0;
+    for (const sl_node *d = n->child; d; d = d->next, i++) {
+        char k[64];
+        snprintf(k, sizeof(k), "%s[%d]", key, i);
+        if (get_str(ck, d, k, &dirs[i]) < 0 ||
+            resolve_path(ck->file, &dirs[i]) < 0)
+            return SL_ECONFIG;
+        *count = i + 1;
+    }
+    return 0;
+}
+
 void sl_config_defaults(sl_config *c)
 {
     memset(c, 0, sizeof(*c));
@@ -195,13 +224,18 @@ void sl_config_defaults(sl_config *c)
     c->upstream_idle_timeout = 60000;
     c->dns_ttl = 30000;
     c->log_level = SL_LOG_INFO;
+    c->secret_dirs = calloc(2, sizeof(char *));
+    if (c->secret_dirs && (c->secret_dirs[0] = strdup("/run/secrets")))
+        c->nsecret_dirs = 1;
+    c->lua_time_budget = 100;
+    c->lua_memory_budget = 64u << 20;
 }
 
 static int parse_config(checker *ck, const sl_node *root, sl_config *c)
 {
     static const char *const known[] = {
         "workers", "listen", "policy_dir", "limits", "timeouts", "upstream",
-        "log", "mock", NULL};
+        "log", "mock", "plugin_dirs", "secret_dirs", "lua", NULL};
     if (check_keys(ck, root, "", known) < 0)
         return SL_ECONFIG;
     const sl_node *n;
@@ -329,6 +363,24 @@ static int parse_config(checker *ck, const sl_node *root, sl_config *c)
             c->log_level = found;
         }
     }
+    if ((n = sl_node_get(root, "plugin_dirs")) &&
+        get_dirs(ck, n, "plugin_dirs", &c->plugin_dirs, &c->nplugin_dirs) < 0)
+        return SL_ECONFIG;
+    if ((n = sl_node_get(root, "secret_dirs")) &&
+        get_dirs(ck, n, "secret_dirs", &c->secret_dirs, &c->nsecret_dirs) < 0)
+        return SL_ECONFIG;
+    if ((n = sl_node_get(root, "lua"))) {
+        static const char *const k[] = {"time_budget", "memory_budget", NULL};
+        const sl_node *m;
+        if (check_keys(ck, n, "lua", k) < 0)
+            return SL_ECONFIG;
+        if ((m = sl_node_get(n, "time_budget")) &&
+            get_duration(ck, m, "lua.time_budget", &c->lua_time_budget) < 0)
+            return SL_ECONFIG;
+        if ((m = sl_node_get(n, "memory_budget")) &&
+            get_size(ck, m, "lua.memory_budget", &c->lua_memory_budget) < 0)
+            return SL_ECONFIG;
+    }
     if ((n = sl_node_get(root, "mock"))) {
         static const char *const k[] = {"listen", NULL};
         const sl_node *m;
@@ -377,6 +429,12 @@ void sl_config_free(sl_config *c)
     free(c->policy_dir);
     free(c->access_log);
     free(c->error_log);
+    for (int i = 0; i < c->nplugin_dirs; i++)
+        free(c->plugin_dirs[i]);
+    free(c->plugin_dirs);
+    for (int i = 0; i < c->nsecret_dirs; i++)
+        free(c->secret_dirs[i]);
+    free(c->secret_dirs);
     memset(c, 0, sizeof(*c));
 }
 
@@ -562,7 +620,100 @@ nomem:
 /* Sections the C runtime reads; the others belong to the Lua policy
  * compiler and are accepted here as they are. */
 static const char *const policy_sections[] = {"backends", "default_backend",
-                                              NULL};
+                                              "plugins", NULL};
+
+/* Read a whole file into memory (NUL-terminated). */
+static int read_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return SL_EIO;
+    sl_buf b;
+    sl_buf_init(&b, NULL);
+    char tmp[8192];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        if ((rc = sl_buf_append(&b, tmp, n)) < 0)
+            break;
+    if (rc == 0 && ferror(f))
+        rc = SL_EIO;
+    fclose(f);
+    if (rc == 0)
+        rc = sl_buf_append(&b, "", 1);
+    if (rc < 0) {
+        sl_buf_release(&b);
+        return rc;
+    }
+    *out = b.data;
+    *len = b.len - 1;
+    return 0;
+}
+
+static int valid_plugin_name(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_'))
+            return 0;
+    return 1;
+}
+
+/* Find and read the source of each plugin the chain names. The Lua policy
+ * compiler checks the rest of the section. */
+static int load_plugin_sources(checker *ck, const sl_node *list,
+                               const sl_config *cfg, sl_policy *p)
+{
+    if (list->type != SL_NODE_SEQ)
+        return fail(ck, list, "plugins", "expected a list of plugins");
+    int i = 0;
+    for (const sl_node *it = list->child; it; it = it->next, i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "plugins[%d].name", i + 1);
+        const sl_node *name = sl_node_get(it, "name");
+        if (it->type != SL_NODE_MAP || !name)
+            return fail(ck, it, key, "each plugin needs a name");
+        if (want_scalar(ck, name, key) < 0)
+            return SL_ECONFIG;
+        if (!valid_plugin_name(name->value))
+            return fail(ck, name, key,
+                        "'%s' is not a plugin name (a-z, 0-9, '-' and '_')",
+                        name->value);
+        int known = 0;
+        for (int j = 0; j < p->nplugins; j++)
+            known |= strcmp(p->plugins[j].name, name->value) == 0;
+        if (known)
+            continue;
+        sl_plugin_src *np = realloc(p->plugins, (size_t)(p->nplugins + 1) *
+                                                    sizeof(*np));
+        if (!np)
+            return SL_ENOMEM;
+        p->plugins = np;
+        sl_plugin_src *src = &p->plugins[p->nplugins];
+        memset(src, 0, sizeof(*src));
+        char fallback[PATH_MAX];
+        snprintf(fallback, sizeof(fallback), "%s/plugins", sl_home());
+        char *fallback_dirs[] = {fallback};
+        char *const *dirs = cfg->nplugin_dirs ? cfg->plugin_dirs : fallback_dirs;
+        int ndirs = cfg->nplugin_dirs ? cfg->nplugin_dirs : 1;
+        for (int d = 0; d < ndirs && !src->code; d++) {
+            char path[PATH_MAX];
+            snprintf(path, sizeof(path), "%s/%s.lua", dirs[d], name->value);
+            if (read_file(path, &src->code, &src->len) == 0 &&
+                !(src->path = strdup(path)))
+                return SL_ENOMEM;
+        }
+        if (!src->code)
+            return fail(ck, name, key, "no plugin '%s' in %s%s", name->value,
+                        dirs[0], ndirs > 1 ? " or the other plugin_dirs" : "");
+        if (!(src->name = strdup(name->value)))
+            return SL_ENOMEM;
+        p->nplugins++;
+    }
+    return 0;
+}
 
 static int load_policy_file(checker *ck, const sl_node *root,
                             const sl_config *cfg, sl_policy *p,
@@ -600,7 +751,41 @@ static int load_policy_file(checker *ck, const sl_node *root,
         *default_node = d;
         *default_file = ck->file;
     }
+    const sl_node *pl = sl_node_get(root, "plugins");
+    if (pl)
+        return load_plugin_sources(ck, pl, cfg, p);
     return 0;
+}
+
+/* The version id: SHA-256 over every file and plugin source, in order. */
+static void compute_version(sl_policy *p)
+{
+    mbedtls_sha256_context h;
+    unsigned char sum[32];
+    mbedtls_sha256_init(&h);
+    mbedtls_sha256_starts_ret(&h, 0);
+    for (int i = 0; i < p->nfiles; i++) {
+        char *code;
+        size_t len;
+        const char *base = strrchr(p->files[i].path, '/');
+        base = base ? base + 1 : p->files[i].path;
+        mbedtls_sha256_update_ret(&h, (const unsigned char *)base,
+                                  strlen(base) + 1);
+        if (read_file(p->files[i].path, &code, &len) == 0) {
+            mbedtls_sha256_update_ret(&h, (const unsigned char *)code, len);
+            free(code);
+        }
+    }
+    for (int i = 0; i < p->nplugins; i++) {
+        mbedtls_sha256_update_ret(&h, (const unsigned char *)p->plugins[i].name,
+                                  strlen(p->plugins[i].name) + 1);
+        mbedtls_sha256_update_ret(&h, (const unsigned char *)p->plugins[i].code,
+                                  p->plugins[i].len);
+    }
+    mbedtls_sha256_finish_ret(&h, sum);
+    mbedtls_sha256_free(&h);
+    for (int i = 0; i < 8; i++)
+        snprintf(p->version + i * 2, 3, "%02x", sum[i]);
 }
 
 int sl_policy_load(const char *dir, const sl_config *cfg, sl_policy **out,
@@ -612,8 +797,8 @@ int sl_policy_load(const char *dir, const sl_config *cfg, sl_policy **out,
     if (rc < 0)
         return rc;
     sl_policy *p = calloc(1, sizeof(*p));
-    sl_node **roots = calloc((size_t)nfiles + 1, sizeof(*roots));
-    if (!p || !roots || !(p->dir = strdup(dir))) {
+    if (!p || !(p->dir = strdup(dir)) ||
+        !(p->files = calloc((size_t)nfiles + 1, sizeof(*p->files)))) {
         rc = SL_ENOMEM;
         goto done;
     }
@@ -623,9 +808,13 @@ int sl_policy_load(const char *dir, const sl_config *cfg, sl_policy **out,
     const char *dfile = NULL;
     for (int i = 0; i < nfiles && rc == 0; i++) {
         checker ck = {files[i], err, errlen};
-        rc = sl_yaml_load(files[i], &roots[i], err, errlen);
+        p->files[i].path = files[i];
+        files[i] = NULL;
+        p->nfiles++;
+        rc = sl_yaml_load(p->files[i].path, &p->files[i].root, err, errlen);
         if (rc == 0)
-            rc = load_policy_file(&ck, roots[i], cfg, p, &dnode, &dfile);
+            rc = load_policy_file(&ck, p->files[i].root, cfg, p, &dnode,
+                                  &dfile);
     }
     if (rc == 0 && dnode) {
         for (int i = 0; i < p->nbackends; i++)
@@ -639,13 +828,12 @@ int sl_policy_load(const char *dir, const sl_config *cfg, sl_policy **out,
     } else if (rc == 0 && p->nbackends == 1) {
         p->default_backend = 0;
     }
+    if (rc == 0)
+        compute_version(p);
 done:
-    for (int i = 0; i < nfiles; i++) {
-        sl_node_free(roots ? roots[i] : NULL);
+    for (int i = 0; i < nfiles; i++)
         free(files[i]);
-    }
     free(files);
-    free(roots);
     if (rc < 0) {
         if (p)
             sl_policy_unref(p);
@@ -675,6 +863,17 @@ void sl_policy_unref(sl_policy *p)
     for (int i = 0; i < p->nbackends; i++)
         free_backend(&p->backends[i]);
     free(p->backends);
+    for (int i = 0; i < p->nfiles; i++) {
+        free(p->files[i].path);
+        sl_node_free(p->files[i].root);
+    }
+    free(p->files);
+    for (int i = 0; i < p->nplugins; i++) {
+        free(p->plugins[i].name);
+        free(p->plugins[i].path);
+        free(p->plugins[i].code);
+    }
+    free(p->plugins);
     free(p->dir);
     free(p);
 }

@@ -50,6 +50,12 @@ typedef struct sl_config {
     int log_level;
     int mock_enabled;               /* run the built-in mock provider */
     sl_listen_cfg mock_listen;
+    char **plugin_dirs;             /* searched in order for NAME.lua */
+    int nplugin_dirs;
+    char **secret_dirs;             /* where file: secrets may live */
+    int nsecret_dirs;
+    uint64_t lua_time_budget;       /* ms one plugin call may run */
+    uint64_t lua_memory_budget;     /* bytes one plugin call may add */
 } sl_config;
 
 /* Defaults for every setting (no listener, no policy dir). */
@@ -77,14 +83,34 @@ typedef struct sl_backend {
     uint64_t connect_timeout, first_byte_timeout, idle_timeout; /* ms */
 } sl_backend;
 
-/* A compiled policy version, immutable once loaded and shared by all
- * workers through reference counting. */
+/* One policy file as loaded, kept for the Lua policy compiler. */
+typedef struct sl_policy_file {
+    char *path;
+    sl_node *root;
+} sl_policy_file;
+
+/* The source of a plugin the chain names, read when the policy loads so a
+ * version is the policy files and the plugin code together. */
+typedef struct sl_plugin_src {
+    char *name;
+    char *path;
+    char *code;
+    size_t len;
+} sl_plugin_src;
+
+/* A policy version, immutable once loaded and shared by all workers
+ * through reference counting. */
 typedef struct sl_policy {
     int refs;           /* atomic */
     char *dir;
+    char version[17];   /* first 16 hex digits of the bundle's SHA-256 */
     sl_backend *backends;
     int nbackends;
     int default_backend; /* index or -1 */
+    sl_policy_file *files;
+    int nfiles;
+    sl_plugin_src *plugins;
+    int nplugins;
 } sl_policy;
 
 /* Load every *.yaml, *.yml and *.json file of dir (in name order). The

@@ -2,11 +2,13 @@
  * check configuration, run specs. Owns signals and the worker threads. */
 #include "config.h"
 #include "log.h"
+#include "lua_bridge.h"
 #include "mock.h"
 #include "spec_runner.h"
 #include "worker.h"
 
 #include <getopt.h>
+#include <lua.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,8 @@ static const char usage[] =
     "       [--status N] [--delay-ms N] [--fault NAME]\n"
     "                             run the mock provider\n"
     "  spec [busted args]         run busted specs inside sluice's LuaJIT\n"
+    "  new-plugin NAME [--dir plugins] [--spec-dir spec/plugins]\n"
+    "                             scaffold a plugin and its spec\n"
     "  version                    print the version\n"
     "  help                       this text\n";
 
@@ -51,6 +55,22 @@ static void close_signals(runtime *rt)
             uv_close((uv_handle_t *)&rt->sig[i], NULL);
 }
 
+/* Compile p once on this thread so a broken plugin or configuration is
+ * refused before any worker sees it. */
+static int validate_policy(const sl_config *cfg, sl_policy *p, char *err,
+                           size_t errlen)
+{
+    sl_lua *lua = sl_lua_new(cfg, err, errlen);
+    if (!lua)
+        return SL_ECONFIG;
+    sl_chain chain;
+    int rc = sl_lua_compile(lua, p, &chain, err, errlen);
+    if (rc == 0)
+        sl_lua_chain_release(lua, &chain);
+    sl_lua_free(lua);
+    return rc;
+}
+
 static void reload_policy(runtime *rt)
 {
     char err[1024];
@@ -61,12 +81,17 @@ static void reload_policy(runtime *rt)
         sl_log_error("reload refused, the live policy stays: %s", err);
         return;
     }
+    if (validate_policy(rt->cfg, p, err, sizeof(err)) < 0) {
+        sl_log_error("reload refused, the live policy stays: %s", err);
+        sl_policy_unref(p);
+        return;
+    }
     for (int i = 0; i < rt->n; i++)
         sl_worker_set_policy(rt->workers[i], p);
     sl_policy_unref(*rt->policy);
     *rt->policy = p;
-    sl_log_info("policy reloaded from %s (%d backends)", rt->cfg->policy_dir,
-                p->nbackends);
+    sl_log_info("policy %s loaded from %s (%d backends, %d plugins)",
+                p->version, rt->cfg->policy_dir, p->nbackends, p->nplugins);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -152,7 +177,10 @@ static int cmd_run(int argc, char **argv)
         return 2;
     }
     if (cfg.policy_dir &&
-        sl_policy_load(cfg.policy_dir, &cfg, &policy, err, sizeof(err)) < 0) {
+        (sl_policy_load(cfg.policy_dir, &cfg, &policy, err, sizeof(err)) < 0 ||
+         validate_policy(&cfg, policy, err, sizeof(err)) < 0)) {
+        if (policy)
+            sl_policy_unref(policy);
         fprintf(stderr, "sluice: %s\n", err);
         sl_log_close();
         sl_config_free(&cfg);
@@ -229,9 +257,14 @@ static int cmd_check(int argc, char **argv)
         if (sl_policy_load(dir, &cfg, &p, err, sizeof(err)) < 0) {
             fprintf(stderr, "sluice: %s\n", err);
             rc = 2;
+        } else if (validate_policy(&cfg, p, err, sizeof(err)) < 0) {
+            fprintf(stderr, "sluice: %s\n", err);
+            sl_policy_unref(p);
+            rc = 2;
         } else {
-            printf("policy %s: ok (%d backend%s)\n", dir, p->nbackends,
-                   p->nbackends == 1 ? "" : "s");
+            printf("policy %s: ok, version %s (%d backend%s, %d plugin%s)\n",
+                   dir, p->version, p->nbackends, p->nbackends == 1 ? "" : "s",
+                   p->nplugins, p->nplugins == 1 ? "" : "s");
             sl_policy_unref(p);
         }
     }
@@ -296,6 +329,57 @@ static int cmd_mock(int argc, char **argv)
     }
     free(ws);
     sl_log_close();
+    sl_config_free(&cfg);
+    return rc;
+}
+
+static int cmd_new_plugin(int argc, char **argv)
+{
+    const char *name = NULL, *dir = "plugins", *spec_dir = "spec/plugins";
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--spec-dir") == 0 && i + 1 < argc)
+            spec_dir = argv[++i];
+        else
+            name = argv[i];
+    }
+    if (!name) {
+        fputs("usage: sluice new-plugin NAME [--dir plugins] "
+              "[--spec-dir spec/plugins]\n", stderr);
+        return 2;
+    }
+    char err[512];
+    sl_config cfg;
+    sl_config_defaults(&cfg);
+    sl_lua *lua = sl_lua_new(&cfg, err, sizeof(err));
+    if (!lua) {
+        fprintf(stderr, "sluice: %s\n", err);
+        sl_config_free(&cfg);
+        return 1;
+    }
+    lua_State *L = sl_lua_state(lua);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sluice.scaffold");
+    int rc = 1;
+    if (lua_pcall(L, 1, 1, 0) == 0) {
+        lua_getfield(L, -1, "new_plugin");
+        lua_pushstring(L, name);
+        lua_pushstring(L, dir);
+        lua_pushstring(L, spec_dir);
+        if (lua_pcall(L, 3, 2, 0) == 0 && !lua_isnil(L, -2)) {
+            printf("created %s\ncreated %s\nrun: sluice spec %s\n",
+                   lua_tostring(L, -2), lua_tostring(L, -1),
+                   lua_tostring(L, -1));
+            rc = 0;
+        } else {
+            fprintf(stderr, "sluice new-plugin: %s\n", lua_tostring(L, -1));
+        }
+    } else {
+        fprintf(stderr, "sluice new-plugin: %s\n", lua_tostring(L, -1));
+    }
+    sl_lua_free(lua);
+    sl_config_free(&cfg);
     return rc;
 }
 
@@ -313,6 +397,8 @@ int main(int argc, char **argv)
         return cmd_check(argc - 2, argv + 2);
     if (strcmp(cmd, "mock") == 0)
         return cmd_mock(argc - 1, argv + 1);
+    if (strcmp(cmd, "new-plugin") == 0)
+        return cmd_new_plugin(argc - 2, argv + 2);
     if (strcmp(cmd, "spec") == 0)
         return sl_spec_main(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

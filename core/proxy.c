@@ -7,28 +7,50 @@
  * policy), and framing is recomputed on each side. */
 #include "proxy.h"
 
+#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #define CLIENT_HIGH_WATER (256 * 1024) /* pause the backend above this */
+#define FILTER_MAX_BODY (64u << 20)     /* whole bodies held for a filter */
+
+/* A policy version as this worker runs it: the C policy and its chain
+ * compiled in the worker's Lua state. Requests hold a reference, so a
+ * reload never changes the rules under a request in flight. */
+typedef struct version {
+    int refs;
+    sl_policy *policy;
+    sl_chain chain;
+} version;
 
 struct sl_proxy {
     sl_up *up;
     sl_accesslog *alog;
-    sl_policy *policy;
+    sl_lua *lua;
+    version *cur;
     sl_pool preqs; /* per-request state blocks */
 };
+
+enum { FILTER_NONE, FILTER_WHOLE, FILTER_SSE };
 
 typedef struct preq {
     sl_proxy *px;
     sl_http_req *r;
-    sl_policy *policy;
+    version *ver;
     const sl_backend *be;
+    int targets[SL_LUA_MAX_TARGETS];
+    int ntargets;
+    int attempt;
     sl_up_exchange *x;
     sl_buf head; /* the request head as sent upstream */
     uv_buf_t bufs[2];
     int paused;
+    int filter;       /* FILTER_* for this response */
+    sl_buf fbuf;      /* body held for filtering */
+    sl_buf fhead;     /* response head held until a whole body is filtered */
+    int fstatus;
     sl_up_result res;
+    sl_lua_verdict v;
 } preq;
 
 /* ---- header rules ------------------------------------------------------- */
@@ -78,12 +100,42 @@ static int listed_in_connection(const sl_str *conn, const sl_str *name)
     return 0;
 }
 
+/* Headers as a plugin left them: "name: value\r\n" lines into hdrs. */
+static int parse_lines(const sl_buf *b, sl_http_hdr *hdrs, int max)
+{
+    int n = 0;
+    const char *p = b->data, *end = b->data + b->len;
+    while (p < end && n < max) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        if (!eol || !colon || colon > eol)
+            break;
+        hdrs[n].name = (sl_str){p, (size_t)(colon - p)};
+        hdrs[n].value = (sl_str){colon + 2, (size_t)(eol - colon - 2)};
+        n++;
+        p = eol + 2;
+    }
+    return n;
+}
+
 static int build_upstream_head(preq *q)
 {
     sl_http_req *r = q->r;
     const sl_backend *be = q->be;
     sl_buf *h = &q->head;
-    const sl_str *conn = sl_http_header(r, "connection");
+    const sl_buf *body = q->v.body_changed ? &q->v.body : &r->body;
+    sl_http_hdr edited[256];
+    const sl_http_hdr *hdrs = r->headers;
+    int nhdrs = r->nheaders;
+    if (q->v.headers_changed) {
+        nhdrs = parse_lines(&q->v.headers, edited, 256);
+        hdrs = edited;
+    }
+    const sl_str *conn = NULL;
+    for (int i = 0; i < nhdrs; i++)
+        if (sl_ieq(hdrs[i].name.p, hdrs[i].name.n, "connection"))
+            conn = &hdrs[i].value;
+    h->len = 0;
     int rc = 0;
     rc |= sl_buf_append(h, r->method_name.p, r->method_name.n);
     rc |= sl_buf_append(h, " ", 1);
@@ -92,8 +144,8 @@ static int build_upstream_head(preq *q)
     rc |= sl_buf_puts(h, " HTTP/1.1\r\nhost: ");
     rc |= sl_buf_puts(h, be->host_header);
     rc |= sl_buf_puts(h, "\r\n");
-    for (int i = 0; i < r->nheaders; i++) {
-        const sl_http_hdr *hd = &r->headers[i];
+    for (int i = 0; i < nhdrs; i++) {
+        const sl_http_hdr *hd = &hdrs[i];
         if (is_hop_by_hop(&hd->name) || is_gateway_request_header(&hd->name) ||
             (conn && listed_in_connection(conn, &hd->name)))
             continue;
@@ -102,10 +154,10 @@ static int build_upstream_head(preq *q)
         rc |= sl_buf_append(h, hd->value.p, hd->value.n);
         rc |= sl_buf_append(h, "\r\n", 2);
     }
-    if (r->body.len > 0 || r->method == HTTP_POST || r->method == HTTP_PUT ||
+    if (body->len > 0 || r->method == HTTP_POST || r->method == HTTP_PUT ||
         r->method == HTTP_PATCH) {
         rc |= sl_buf_puts(h, "content-length: ");
-        rc |= sl_buf_append_u64(h, r->body.len);
+        rc |= sl_buf_append_u64(h, body->len);
         rc |= sl_buf_puts(h, "\r\n");
     }
     rc |= sl_buf_puts(h, "x-request-id: ");
@@ -134,6 +186,10 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
                   ts, r->id, r->client_addr, (int)r->method_name.n,
                   r->method_name.p, (int)pl, path, r->status,
                   (unsigned long long)r->bytes_sent, ms);
+    if (q && q->ver)
+        sl_buf_printf(b, ",\"policy_version\":\"%s\"", q->ver->policy->version);
+    if (q && q->v.plugin[0] && q->v.action != SL_LUA_OK)
+        sl_buf_printf(b, ",\"plugin\":\"%s\"", q->v.plugin);
     if (q && q->be) {
         sl_buf_printf(b,
                       ",\"backend\":\"%s\",\"upstream_status\":%d,"
@@ -157,54 +213,78 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
     sl_access_commit(alog);
 }
 
+
+/* ---- versions -------------------------------------------------------------- */
+
+static void version_unref(sl_proxy *px, version *v)
+{
+    if (--v->refs > 0)
+        return;
+    if (v->chain.ref != LUA_NOREF)
+        sl_lua_chain_release(px->lua, &v->chain);
+    sl_policy_unref(v->policy);
+    free(v);
+}
+
+int sl_proxy_set_policy(sl_proxy *px, sl_policy *p, char *err, size_t errlen)
+{
+    version *v = calloc(1, sizeof(*v));
+    if (!v)
+        return SL_ENOMEM;
+    v->chain.ref = LUA_NOREF;
+    if (p->nplugins > 0 || p->nfiles > 0) {
+        int rc = sl_lua_compile(px->lua, p, &v->chain, err, errlen);
+        if (rc < 0) {
+            free(v);
+            return rc;
+        }
+    }
+    sl_policy_ref(p);
+    v->policy = p;
+    v->refs = 1;
+    if (px->cur)
+        version_unref(px, px->cur);
+    px->cur = v;
+    return 0;
+}
+
 /* ---- request lifetime ------------------------------------------------------- */
 
-static void preq_free(preq *q)
+/* The request is over: log it, run the log phase, give everything back.
+ * Call before the final response call, which may start the connection's
+ * next request in the same sl_http_req. */
+static void preq_finish(preq *q, const char *error)
 {
+    sl_proxy *px = q->px;
+    version *ver = q->ver;
+    access_log(px->alog, q->r, q, error);
+    if (q->v.ctx_ref != LUA_NOREF) {
+        if (ver->chain.mask & SL_PHASE_LOG)
+            sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
+                       q->be ? q->be->name : NULL);
+        sl_lua_unref(px->lua, q->v.ctx_ref);
+    }
     sl_buf_release(&q->head);
-    if (q->policy)
-        sl_policy_unref(q->policy);
+    sl_buf_release(&q->fbuf);
+    sl_buf_release(&q->fhead);
+    sl_buf_release(&q->v.headers);
+    sl_buf_release(&q->v.body);
+    sl_buf_release(&q->v.deny_headers);
     q->r->handler_data = NULL;
-    sl_pool_put(&q->px->preqs, q);
+    version_unref(px, ver);
+    sl_pool_put(&px->preqs, q);
 }
 
-static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
-                    int64_t content_length)
+static int error_status(int err)
 {
-    preq *q = data;
-    sl_http_req *r = q->r;
-    sl_http_response_begin(r, status);
-    for (int i = 0; i < n; i++) {
-        const sl_http_hdr *h = &hdrs[i];
-        if (is_hop_by_hop(&h->name) ||
-            (h->name.n == 12 && sl_ieq(h->name.p, 12, "x-request-id")))
-            continue;
-        sl_http_response_header(r, h->name.p, h->name.n, h->value.p,
-                                h->value.n);
+    switch (err) {
+    case SL_ETIMEDOUT: return 504;
+    case SL_ECANCELED: return 503;
     }
-    sl_http_response_header(r, "x-sluice-backend", 16, q->be->name,
-                            strlen(q->be->name));
-    sl_http_response_head_end(r, content_length);
+    return 502;
 }
 
-static void up_body(void *data, const char *p, size_t n)
-{
-    preq *q = data;
-    sl_http_response_body(q->r, p, n);
-}
-
-static void up_read_done(void *data)
-{
-    preq *q = data;
-    sl_http_response_flush(q->r);
-    if (!q->paused && sl_http_write_pending(q->r) > CLIENT_HIGH_WATER) {
-        q->paused = 1; /* a slow client must not make us buffer the stream */
-        sl_up_pause(q->x);
-    }
-}
-
-/* Answer the client for a failed attempt. Frees q first: the error answer
- * may start the connection's next pipelined request, which reuses r. */
+/* Answer the client for a failed attempt. */
 static void answer_upstream_error(preq *q)
 {
     const sl_up_result *res = &q->res;
@@ -212,10 +292,8 @@ static void answer_upstream_error(preq *q)
     char msg[300];
     const char *code = "upstream_error";
     const char *why = "the backend failed";
-    int status = 502;
     switch (res->err) {
     case SL_ETIMEDOUT:
-        status = 504;
         code = "upstream_timeout";
         why = "the backend did not answer in time";
         break;
@@ -241,14 +319,241 @@ static void answer_upstream_error(preq *q)
         why = "the backend closed the connection";
         break;
     case SL_ECANCELED:
-        status = 503;
         code = "shutting_down";
         why = "the gateway is shutting down";
         break;
     }
     snprintf(msg, sizeof(msg), "%s (backend '%s')", why, q->be->name);
-    preq_free(q);
-    sl_http_send_error(r, status, "upstream_error", code, msg);
+    r->status = error_status(res->err);
+    preq_finish(q, NULL);
+    sl_http_send_error(r, r->status, "upstream_error", code, msg);
+}
+
+static void answer_plugin_error(preq *q)
+{
+    sl_http_req *r = q->r;
+    char msg[160];
+    snprintf(msg, sizeof(msg), "policy plugin '%s' failed", q->v.plugin);
+    sl_log_error("request %s: plugin %s: %s", r->id, q->v.plugin, q->v.message);
+    r->status = 500;
+    preq_finish(q, "plugin error");
+    sl_http_send_error(r, 500, "server_error", "plugin_error", msg);
+}
+
+static void answer_deny(preq *q)
+{
+    sl_http_req *r = q->r;
+    sl_lua_verdict *v = &q->v;
+    char body[900], esc[600];
+    size_t el = sl_json_escape(esc, sizeof(esc), v->message, strlen(v->message));
+    const char *type = v->status == 429 ? "rate_limit_error"
+                       : v->status >= 500 ? "server_error"
+                                          : "invalid_request_error";
+    int bl = snprintf(body, sizeof(body),
+                      "{\"error\":{\"message\":\"%.*s\",\"type\":\"%s\","
+                      "\"code\":\"%s\"}}\n",
+                      (int)el, esc, type, v->code);
+    sl_http_response_begin(r, v->status);
+    sl_http_response_header(r, "content-type", 12, "application/json", 16);
+    sl_http_hdr extra[32];
+    int n = parse_lines(&v->deny_headers, extra, 32);
+    for (int i = 0; i < n; i++)
+        if (!is_hop_by_hop(&extra[i].name))
+            sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
+                                    extra[i].value.p, extra[i].value.n);
+    sl_http_response_head_end(r, bl);
+    sl_http_response_body(r, body, (size_t)bl);
+    preq_finish(q, "denied by policy");
+    sl_http_response_end(r);
+}
+
+static const sl_up_cbs up_cbs;
+
+static int start_attempt(preq *q)
+{
+    sl_http_req *r = q->r;
+    q->be = &q->ver->policy->backends[q->targets[q->attempt]];
+    if (build_upstream_head(q) < 0)
+        return SL_ENOMEM;
+    const sl_buf *body = q->v.body_changed ? &q->v.body : &r->body;
+    q->bufs[0] = uv_buf_init(q->head.data, (unsigned)q->head.len);
+    q->bufs[1] = uv_buf_init(body->data, (unsigned)body->len);
+    q->paused = 0;
+    return sl_up_start(q->px->up, q->be, q->bufs, body->len ? 2 : 1,
+                       r->method == HTTP_HEAD, &up_cbs, q, &q->x);
+}
+
+static void write_head(preq *q, int status, const sl_http_hdr *hdrs, int n,
+                       int64_t content_length)
+{
+    sl_http_req *r = q->r;
+    sl_http_response_begin(r, status);
+    for (int i = 0; i < n; i++) {
+        const sl_http_hdr *h = &hdrs[i];
+        if (is_hop_by_hop(&h->name) ||
+            (h->name.n == 12 && sl_ieq(h->name.p, 12, "x-request-id")))
+            continue;
+        sl_http_response_header(r, h->name.p, h->name.n, h->value.p,
+                                h->value.n);
+    }
+    sl_http_response_header(r, "x-sluice-backend", 16, q->be->name,
+                            strlen(q->be->name));
+    sl_http_response_head_end(r, content_length);
+}
+
+static int is_event_stream(const sl_http_hdr *hdrs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (sl_ieq(hdrs[i].name.p, hdrs[i].name.n, "content-type"))
+            return hdrs[i].value.n >= 17 &&
+                   strncasecmp(hdrs[i].value.p, "text/event-stream", 17) == 0;
+    return 0;
+}
+
+static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
+                    int64_t content_length)
+{
+    preq *q = data;
+    version *ver = q->ver;
+    if (ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) {
+        int rc = sl_lua_upstream_response(q->px->lua, &ver->chain,
+                                          q->v.ctx_ref, status, hdrs, n,
+                                          q->be->name, &q->v);
+        if (rc < 0 || (rc == 1 && q->attempt + 1 < q->ntargets)) {
+            sl_up_cancel(q->x);
+            q->x = NULL;
+            if (rc == 1) {
+                sl_log_info("request %s: backend %s answered %d, trying the "
+                            "next target", q->r->id, q->be->name, status);
+                q->attempt++;
+                if (start_attempt(q) == 0)
+                    return;
+                q->res.err = SL_ENOMEM;
+                answer_upstream_error(q);
+                return;
+            }
+            answer_plugin_error(q);
+            return;
+        }
+    }
+    if (ver->chain.mask & SL_PHASE_BODY_FILTER) {
+        if (is_event_stream(hdrs, n)) {
+            q->filter = FILTER_SSE;
+            write_head(q, status, hdrs, n, -1);
+        } else {
+            /* The filtered length is known only at the end: hold the head. */
+            q->filter = FILTER_WHOLE;
+            q->fstatus = status;
+            for (int i = 0; i < n; i++) {
+                if (is_hop_by_hop(&hdrs[i].name))
+                    continue;
+                sl_buf_append(&q->fhead, hdrs[i].name.p, hdrs[i].name.n);
+                sl_buf_append(&q->fhead, ": ", 2);
+                sl_buf_append(&q->fhead, hdrs[i].value.p, hdrs[i].value.n);
+                sl_buf_append(&q->fhead, "\r\n", 2);
+            }
+        }
+        return;
+    }
+    write_head(q, status, hdrs, n, content_length);
+}
+
+/* Run one piece through the body filters and send what they return. */
+static int filter_piece(preq *q, const char *p, size_t n, int last)
+{
+    const char *out;
+    size_t outlen;
+    if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref, p, n,
+                           last, &out, &outlen, &q->v) < 0)
+        return SL_EIO;
+    return sl_http_response_body(q->r, out, outlen);
+}
+
+/* Cut complete SSE events (RFC: blank-line terminated) out of fbuf. */
+static int filter_events(preq *q, int last)
+{
+    size_t off = 0;
+    sl_buf *b = &q->fbuf;
+    for (;;) {
+        char *p = b->data + off;
+        size_t left = b->len - off;
+        char *end = left ? memmem(p, left, "\n\n", 2) : NULL;
+        char *crend = left ? memmem(p, left, "\r\n\r\n", 4) : NULL;
+        size_t evlen;
+        if (crend && (!end || crend < end))
+            evlen = (size_t)(crend - p) + 4;
+        else if (end)
+            evlen = (size_t)(end - p) + 2;
+        else
+            break;
+        if (filter_piece(q, p, evlen, 0) < 0)
+            return SL_EIO;
+        off += evlen;
+    }
+    sl_buf_consume(b, off);
+    if (last && b->len > 0) {
+        if (filter_piece(q, b->data, b->len, 1) < 0)
+            return SL_EIO;
+        b->len = 0;
+    }
+    return 0;
+}
+
+static void up_body(void *data, const char *p, size_t n)
+{
+    preq *q = data;
+    if (q->filter == FILTER_NONE) {
+        sl_http_response_body(q->r, p, n);
+        return;
+    }
+    if (q->fbuf.len + n > FILTER_MAX_BODY ||
+        sl_buf_append(&q->fbuf, p, n) < 0) {
+        q->v.action = SL_LUA_ERROR;
+        snprintf(q->v.plugin, sizeof(q->v.plugin), "body_filter");
+        snprintf(q->v.message, sizeof(q->v.message), "body too large to filter");
+        sl_up_cancel(q->x);
+        q->x = NULL;
+        answer_plugin_error(q);
+        return;
+    }
+    if (q->filter == FILTER_SSE && filter_events(q, 0) < 0) {
+        sl_up_cancel(q->x);
+        q->x = NULL;
+        if (q->r->head_sent) {
+            preq_finish(q, "body filter failed mid-stream");
+            sl_http_response_abort(q->r);
+        } else {
+            answer_plugin_error(q);
+        }
+    }
+}
+
+static void up_read_done(void *data)
+{
+    preq *q = data;
+    if (!q->r->head_sent)
+        return;
+    sl_http_response_flush(q->r);
+    if (!q->paused && sl_http_write_pending(q->r) > CLIENT_HIGH_WATER) {
+        q->paused = 1; /* a slow client must not make us buffer the stream */
+        sl_up_pause(q->x);
+    }
+}
+
+/* The whole body is in: filter it once and send head and body. */
+static int finish_whole(preq *q)
+{
+    const char *out;
+    size_t outlen;
+    if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref,
+                           q->fbuf.data ? q->fbuf.data : "", q->fbuf.len, 1,
+                           &out, &outlen, &q->v) < 0)
+        return SL_EIO;
+    sl_http_hdr hdrs[256];
+    int n = parse_lines(&q->fhead, hdrs, 256);
+    write_head(q, q->fstatus, hdrs, n, (int64_t)outlen);
+    sl_http_response_body(q->r, out, outlen);
+    return 0;
 }
 
 static void up_done(void *data, const sl_up_result *res)
@@ -261,17 +566,27 @@ static void up_done(void *data, const sl_up_result *res)
         sl_log_warn("request %s: backend %s: %s: %s", r->id, q->be->name,
                     sl_strerror(res->err), res->detail);
     if (res->err == 0) {
-        access_log(q->px->alog, r, q, NULL);
-        preq_free(q);
+        int rc = 0;
+        if (q->filter == FILTER_WHOLE)
+            rc = finish_whole(q);
+        else if (q->filter == FILTER_SSE)
+            rc = filter_events(q, 1);
+        if (rc < 0) {
+            if (r->head_sent) {
+                preq_finish(q, "body filter failed");
+                sl_http_response_abort(r);
+            } else {
+                answer_plugin_error(q);
+            }
+            return;
+        }
+        preq_finish(q, NULL);
         sl_http_response_end(r);
     } else if (!r->head_sent) {
-        r->status = res->err == SL_ETIMEDOUT ? 504 : 502;
-        access_log(q->px->alog, r, q, NULL);
         answer_upstream_error(q);
     } else {
         /* Part of the answer is out: a clean end would be a lie. */
-        access_log(q->px->alog, r, q, "upstream failed mid-response");
-        preq_free(q);
+        preq_finish(q, "upstream failed mid-response");
         sl_http_response_abort(r);
     }
 }
@@ -283,15 +598,41 @@ static const sl_up_cbs up_cbs = {
     .on_done = up_done,
 };
 
+/* Backend names chosen by a route phase, to indices of the policy. */
+static int resolve_targets(preq *q)
+{
+    const sl_policy *p = q->ver->policy;
+    if (q->v.ntargets == 0) {
+        if (p->default_backend < 0)
+            return SL_EINVAL;
+        q->targets[0] = p->default_backend;
+        q->ntargets = 1;
+        return 0;
+    }
+    for (int i = 0; i < q->v.ntargets; i++) {
+        int found = -1;
+        for (int j = 0; j < p->nbackends; j++)
+            if (strcmp(p->backends[j].name, q->v.targets[i]) == 0)
+                found = j;
+        if (found < 0) {
+            snprintf(q->v.message, sizeof(q->v.message),
+                     "route chose unknown backend '%s'", q->v.targets[i]);
+            return SL_ECONFIG;
+        }
+        q->targets[q->ntargets++] = found;
+    }
+    return 0;
+}
+
 static void on_request(sl_http_req *r, void *data)
 {
     sl_proxy *px = data;
-    sl_policy *pol = px->policy;
-    if (!pol || pol->default_backend < 0) {
+    version *ver = px->cur;
+    if (!ver) {
         r->status = 503;
-        access_log(px->alog, r, NULL, "no backend");
-        sl_http_send_error(r, 503, "server_error", "no_backend",
-                           "no backend is configured for this request");
+        access_log(px->alog, r, NULL, "no policy");
+        sl_http_send_error(r, 503, "server_error", "no_policy",
+                           "no policy is loaded");
         return;
     }
     preq *q = sl_pool_get(&px->preqs);
@@ -303,40 +644,59 @@ static void on_request(sl_http_req *r, void *data)
     memset(q, 0, sizeof(*q));
     q->px = px;
     q->r = r;
-    q->policy = pol;
-    sl_policy_ref(pol);
-    q->be = &pol->backends[pol->default_backend];
+    q->ver = ver;
+    ver->refs++;
+    q->v.ctx_ref = LUA_NOREF;
     sl_buf_init(&q->head, NULL);
+    sl_buf_init(&q->fbuf, NULL);
+    sl_buf_init(&q->fhead, NULL);
+    sl_buf_init(&q->v.headers, NULL);
+    sl_buf_init(&q->v.body, NULL);
+    sl_buf_init(&q->v.deny_headers, NULL);
     r->handler_data = q;
-    if (build_upstream_head(q) < 0) {
-        preq_free(q);
-        sl_http_send_error(r, 500, "server_error", "internal_error",
-                           "out of memory");
+    if (ver->chain.mask) {
+        sl_lua_request(px->lua, &ver->chain, r, ver->policy->version, &q->v);
+        if (q->v.action == SL_LUA_DENY) {
+            r->status = q->v.status;
+            answer_deny(q);
+            return;
+        }
+        if (q->v.action == SL_LUA_ERROR) {
+            answer_plugin_error(q);
+            return;
+        }
+    }
+    int rc = resolve_targets(q);
+    if (rc == SL_EINVAL) {
+        r->status = 503;
+        preq_finish(q, "no backend");
+        sl_http_send_error(r, 503, "server_error", "no_backend",
+                           "no backend is configured for this request");
         return;
     }
-    q->bufs[0] = uv_buf_init(q->head.data, (unsigned)q->head.len);
-    q->bufs[1] = uv_buf_init(r->body.data, (unsigned)r->body.len);
-    int rc = sl_up_start(px->up, q->be, q->bufs, r->body.len ? 2 : 1,
-                         r->method == HTTP_HEAD, &up_cbs, q, &q->x);
+    if (rc < 0) {
+        q->v.action = SL_LUA_ERROR;
+        snprintf(q->v.plugin, sizeof(q->v.plugin), "route");
+        answer_plugin_error(q);
+        return;
+    }
+    rc = start_attempt(q);
     if (rc < 0) {
         q->res.err = rc;
-        r->status = 502;
-        access_log(px->alog, r, q, NULL);
         answer_upstream_error(q);
     }
 }
 
 static void on_abort(sl_http_req *r, void *data)
 {
-    sl_proxy *px = data;
     preq *q = r->handler_data;
     if (!q)
         return;
     if (q->x)
         sl_up_cancel(q->x); /* the backend stops working for nobody */
+    q->x = NULL;
     r->status = 499;
-    access_log(px->alog, r, q, "client closed the connection");
-    preq_free(q);
+    preq_finish(q, "client closed the connection");
 }
 
 static void on_drain(sl_http_req *r, void *data)
@@ -354,13 +714,14 @@ static void on_rejected(sl_http_req *r, const char *code, void *data)
     access_log(px->alog, r, NULL, code);
 }
 
-sl_proxy *sl_proxy_new(sl_up *up, sl_accesslog *alog)
+sl_proxy *sl_proxy_new(sl_up *up, sl_accesslog *alog, sl_lua *lua)
 {
     sl_proxy *px = calloc(1, sizeof(*px));
     if (!px)
         return NULL;
     px->up = up;
     px->alog = alog;
+    px->lua = lua;
     sl_pool_init(&px->preqs, sizeof(preq), 4096);
     return px;
 }
@@ -377,21 +738,12 @@ sl_http_handler sl_proxy_handler(sl_proxy *px)
     return h;
 }
 
-void sl_proxy_set_policy(sl_proxy *px, sl_policy *p)
-{
-    if (p)
-        sl_policy_ref(p);
-    if (px->policy)
-        sl_policy_unref(px->policy);
-    px->policy = p;
-}
-
 void sl_proxy_free(sl_proxy *px)
 {
     if (!px)
         return;
-    if (px->policy)
-        sl_policy_unref(px->policy);
+    if (px->cur)
+        version_unref(px, px->cur);
     sl_pool_destroy(&px->preqs);
     free(px);
 }

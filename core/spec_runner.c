@@ -1,6 +1,7 @@
 /* spec_runner.c — run busted in an embedded LuaJIT state (see
  * spec_runner.h). */
 #include "spec_runner.h"
+#include "lua_services.h"
 
 #include <lauxlib.h>
 #include <limits.h>
@@ -30,6 +31,18 @@ int sl_spec_main(int argc, char **argv)
         return 1;
     }
     luaL_openlibs(L);
+    /* specs reach the runtime services with require "sluice.json" etc. */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, sl_luaopen_json);
+    lua_setfield(L, -2, "sluice.json");
+    lua_pushcfunction(L, sl_luaopen_re);
+    lua_setfield(L, -2, "sluice.re");
+    lua_pushcfunction(L, sl_luaopen_hash);
+    lua_setfield(L, -2, "sluice.hash");
+    lua_pushcfunction(L, sl_luaopen_shared);
+    lua_setfield(L, -2, "sluice.shared");
+    lua_pop(L, 2);
     const char *home = sl_home();
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");

@@ -2,6 +2,7 @@
 #include "worker.h"
 #include "http_server.h"
 #include "log.h"
+#include "lua_bridge.h"
 #include "proxy.h"
 #include "upstream.h"
 
@@ -27,6 +28,7 @@ struct sl_worker {
     sl_http_server *srv;
     sl_tls_config **tls; /* one per listener, NULL for plain ones */
     sl_up *up;
+    sl_lua *lua;
     sl_proxy *px;
     sl_mock *mock;
     sl_accesslog alog;
@@ -89,8 +91,10 @@ static void on_message(uv_async_t *a)
     int stop = w->stop_requested;
     pthread_mutex_unlock(&w->lock);
     if (p) {
-        if (w->px)
-            sl_proxy_set_policy(w->px, p);
+        char err[1024];
+        if (w->px && sl_proxy_set_policy(w->px, p, err, sizeof(err)) < 0)
+            sl_log_error("worker %d: policy %s refused, the live one stays: %s",
+                         w->id, p->version, err);
         sl_policy_unref(p);
     }
     if (stop)
@@ -120,7 +124,10 @@ static int setup(sl_worker *w)
     sl_access_init(&w->alog, &w->loop);
     if (w->kind == SL_WORKER_GATEWAY) {
         w->up = sl_up_new(&w->loop, c);
-        w->px = w->up ? sl_proxy_new(w->up, &w->alog) : NULL;
+        w->lua = sl_lua_new(c, w->start_err, sizeof(w->start_err));
+        if (!w->lua)
+            return SL_ECONFIG;
+        w->px = w->up ? sl_proxy_new(w->up, &w->alog, w->lua) : NULL;
         if (!w->px)
             return SL_ENOMEM;
         on_message(&w->async); /* takes the first policy */
@@ -154,6 +161,8 @@ static int setup(sl_worker *w)
 static void teardown(sl_worker *w)
 {
     sl_proxy_free(w->px);
+    sl_lua_free(w->lua);
+    w->lua = NULL;
     sl_up_free(w->up);
     sl_mock_free(w->mock);
     sl_http_server_free(w->srv);

@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# bench/run.sh — sluice passthrough against nginx proxy_pass and the bare
+# upstream, on one machine, in one run (see bench/README.md).
+#
+# What runs:
+#   mock    `sluice mock --workers 1`, the fixed-answer upstream for everyone.
+#   direct  wrk -> mock                      (the ceiling of this rig)
+#   nginx   wrk -> nginx -> mock             (worker_processes 1, upstream
+#           keepalive 64, proxy_http_version 1.1, Connection "", buffered
+#           JSON access log to a file)
+#   sluice  wrk -> sluice -> mock            (workers: 1, JSON access log to
+#           a file, no plugins)
+# Each case is a POST of bench/chat.lua's ~1 KB chat body, at every
+# connection count in $CONNS, for $ROUNDS interleaved rounds (direct, nginx,
+# sluice, direct, ...). The median round is reported.
+#
+# Pinning (PIN=split, the default). Two cores, three busy processes:
+#   CPU $PROXY_CPU  the proxy under test (nginx's worker or sluice's worker
+#                   thread), alone;
+#   CPU $LOAD_CPU   wrk (one thread) and the mock.
+# The two proxies get the same CPU, the same neighbour and the same load,
+# and the proxy never competes with the load generator for cycles, so its
+# numbers move less from run to run than unpinned (PIN=none), where the
+# scheduler shuffles three processes over two cores. The price: wrk and the
+# mock share a core, so "direct" is what that core can drive with no proxy,
+# and it caps the proxied rates too. That is why the script also reports
+# the CPU time each proxy spends per request (from /proc/PID/stat, all
+# threads): it measures proxy cost even when the proxy is not the
+# bottleneck (its CPU% column then stays below ~95%).
+# PIN=none runs everything unpinned, for comparison.
+#
+# Knobs (environment): DURATION (s per measured run, 8), WARMUP (s per target
+# before the rounds, 2), ROUNDS (3), CONNS ("50 1"), PIN (split|none),
+# PROXY_CPU (1), LOAD_CPU (0), STREAM (1; 0 skips the streaming case),
+# SLUICE_BIN (./build/sluice from the repo root), NGINX_BIN (/usr/sbin/nginx),
+# KEEP_TMP (1 keeps the temp dir with configs and logs).
+# Defaults take about 3.5 minutes.
+# `make bench` runs this with sh; the script wants bash (RANDOM, /dev/tcp).
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
+NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-"50 1"}
+PIN=${PIN:-split}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+STREAM=${STREAM:-1}
+TARGETS="direct nginx sluice"
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+case $SLUICE_BIN in /*) ;; *) SLUICE_BIN=$ROOT/$SLUICE_BIN ;; esac
+[ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (build it, or set SLUICE_BIN)"
+[ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN (apt-get install nginx-light)"
+command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
+command -v curl >/dev/null || die "curl not found"
+case $PIN in
+split)
+    NCPU=$(nproc)
+    [ "$NCPU" -ge 2 ] || die "PIN=split needs 2 CPUs; use PIN=none"
+    pin_proxy="taskset -c $PROXY_CPU"
+    pin_load="taskset -c $LOAD_CPU"
+    ;;
+none) pin_proxy="" pin_load="" ;;
+*) die "PIN is split or none" ;;
+esac
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        echo "bench: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- ports and processes ---------------------------------------------------
+
+USED_PORTS=""
+# A loopback port nobody listens on (and we have not handed out yet).
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        case " $USED_PORTS " in *" $p "*) continue ;; esac
+        if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
+            USED_PORTS="$USED_PORTS $p"
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# Wait until PORT accepts connections and PID is still alive.
+wait_port() {
+    local port=$1 pid=$2 name=$3
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || die "$name exited; see its log in $TMP (KEEP_TMP=1)"
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    die "$name did not listen on $port"
+}
+
+# Total CPU seconds (user+system, all threads) of a pid list, in ticks.
+cpu_ticks() {
+    local t=0 p f
+    for p in "$@"; do
+        f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue
+        # fields after "pid (comm)": state is $1, utime $12, stime $13
+        set -- $f
+        t=$((t + ${12} + ${13}))
+    done
+    echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+MOCK_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+NGINX_SSE_PORT=$(free_port)
+SLUICE_PORT=$(free_port)
+
+$pin_load "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
+    >"$TMP/mock.log" 2>&1 &
+MOCK_PID=$!
+PIDS="$PIDS $MOCK_PID"
+wait_port "$MOCK_PORT" "$MOCK_PID" mock
+
+# nginx: everything it writes stays in $TMP. As root, workers would switch
+# to nobody; keep them as the current user like sluice.
+mkdir -p "$TMP/nginx"
+NGINX_USER=""
+[ "$(id -u)" = 0 ] && NGINX_USER="user root;"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes 1;
+daemon off;
+master_process on;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    # A JSON line per request with the fields sluice logs, buffered and
+    # flushed like sluice's access log (32 KiB or 200 ms).
+    log_format bench escape=json '{"time":"\$time_iso8601",'
+        '"request_id":"\$request_id","client":"\$remote_addr:\$remote_port",'
+        '"method":"\$request_method","path":"\$uri","status":\$status,'
+        '"bytes":\$bytes_sent,"duration_ms":\$request_time,'
+        '"backend":"mock","upstream_status":"\$upstream_status",'
+        '"upstream_head_ms":"\$upstream_header_time"}';
+    access_log $TMP/nginx/access.log bench buffer=32k flush=200ms;
+    # sluice never retires a keep-alive connection after N requests; do not
+    # make nginx pay for reconnects it would not otherwise do.
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream mock {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+    # Streams: the same, without response buffering (SSE passthrough).
+    server {
+        listen 127.0.0.1:$NGINX_SSE_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+$pin_proxy "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
+    -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!
+PIDS="$PIDS $NGINX_PID"
+wait_port "$NGINX_PORT" "$NGINX_PID" nginx
+NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ' | head -n1)
+[ -n "$NGINX_WORKER" ] || die "no nginx worker process"
+
+mkdir -p "$TMP/sluice/policies"
+cat >"$TMP/sluice/policies/bench.yaml" <<EOF
+backends:
+  mock:
+    provider: openai
+    url: http://127.0.0.1:$MOCK_PORT
+    region: local
+default_backend: mock
+EOF
+cat >"$TMP/sluice/sluice.yaml" <<EOF
+workers: 1
+listen:
+  - address: 127.0.0.1:$SLUICE_PORT
+policy_dir: $TMP/sluice/policies
+upstream:
+  max_idle_per_backend: 64
+log:
+  access: $TMP/sluice/access.log
+  error: $TMP/sluice/error.log
+  level: warn
+EOF
+$pin_proxy "$SLUICE_BIN" run -c "$TMP/sluice/sluice.yaml" \
+    >"$TMP/sluice/stdout.log" 2>&1 &
+SLUICE_PID=$!
+PIDS="$PIDS $SLUICE_PID"
+wait_port "$SLUICE_PORT" "$SLUICE_PID" sluice
+
+port_of() {
+    case $1 in
+    direct) echo "$MOCK_PORT" ;;
+    nginx) echo "$NGINX_PORT" ;;
+    sluice) echo "$SLUICE_PORT" ;;
+    esac
+}
+# The processes whose CPU time is "the proxy" for a target.
+proxy_pids() {
+    case $1 in
+    direct) echo "$MOCK_PID" ;;
+    nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
+    sluice) echo "$SLUICE_PID" ;;
+    esac
+}
+
+# Every target must answer the chat body with a 200 before we time it.
+for t in $TARGETS; do
+    code=$(curl -s -o "$TMP/check-$t.json" -w '%{http_code}' \
+        -H 'content-type: application/json' \
+        --data '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
+        "http://127.0.0.1:$(port_of "$t")/v1/chat/completions")
+    [ "$code" = 200 ] || die "$t answered $code: $(head -c 300 "$TMP/check-$t.json")"
+done
+
+# ---- the request/response rounds -------------------------------------------
+
+RAW=$TMP/raw.txt
+: >"$RAW"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+echo "# sluice bench $STAMP: $(nproc) CPUs, PIN=$PIN, rounds=$ROUNDS x ${DURATION}s, conns=$CONNS" >&2
+
+# run_wrk TARGET CONNS SECONDS -> the BENCH_RESULT line, plus the proxy's CPU
+run_wrk() {
+    local t=$1 c=$2 d=$3 pids before after out
+    pids=$(proxy_pids "$t")
+    before=$(cpu_ticks $pids)
+    out=$($pin_load wrk -t1 -c"$c" -d"${d}s" --timeout 5s -s "$BENCH/chat.lua" \
+        "http://127.0.0.1:$(port_of "$t")" | grep '^BENCH_RESULT') ||
+        die "wrk against $t failed"
+    after=$(cpu_ticks $pids)
+    echo "$out cpu_ticks=$((after - before)) hz=$HZ"
+}
+
+for t in $TARGETS; do
+    run_wrk "$t" 50 "$WARMUP" >/dev/null
+done
+
+for r in $(seq 1 "$ROUNDS"); do
+    for c in $CONNS; do
+        for t in $TARGETS; do
+            line=$(run_wrk "$t" "$c" "$DURATION")
+            # rps, latencies and proxy CPU per request out of wrk's line
+            res=$(echo "$line" | awk -v t="$t" -v c="$c" -v r="$r" '{
+                for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                secs = v["duration_us"] / 1e6
+                cpu = v["cpu_ticks"] / v["hz"]
+                printf "RESULT target=%s conns=%d round=%d rps=%.0f p50_us=%.0f p99_us=%.0f errors=%d non2xx=%d cpu_pct=%.0f cpu_us_per_req=%.2f\n",
+                    t, c, r, v["rps"], v["p50_us"], v["p99_us"], v["errors"], v["non2xx"],
+                    100 * cpu / secs, v["requests"] ? 1e6 * cpu / v["requests"] : 0
+            }')
+            echo "$res" | tee -a "$RAW" >&2
+        done
+    done
+done
+
+# ---- streaming -------------------------------------------------------------
+
+SSE_OK=0
+if [ "$STREAM" = 1 ]; then
+    if lua -e 'require("socket")' 2>/dev/null; then
+        SSE_OK=1
+        for r in $(seq 1 "$ROUNDS"); do
+            for t in direct nginx sluice; do
+                port=$(port_of "$t")
+                [ "$t" = nginx ] && port=$NGINX_SSE_PORT
+                # first event: 8 events 5 ms apart, 10 streams per round
+                $pin_load lua "$BENCH/sse.lua" 127.0.0.1 "$port" ttfe 10 8 5 |
+                    sed "s/^SSE /SSE target=$t round=$r kind=ttfe /" >>"$RAW"
+                # throughput: 20000 events back to back, 3 streams per round
+                $pin_load lua "$BENCH/sse.lua" 127.0.0.1 "$port" tput 3 20000 0 |
+                    sed "s/^SSE /SSE target=$t round=$r kind=tput /" >>"$RAW"
+            done
+        done
+    else
+        echo "bench: streaming case skipped: lua with LuaSocket not found (apt-get install lua5.2 lua-socket)" >&2
+    fi
+fi
+
+# ---- memory ----------------------------------------------------------------
+
+vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+SLUICE_HWM=$(vmhwm_kb "$SLUICE_PID")
+NGINX_HWM=$(vmhwm_kb "$NGINX_WORKER")
+MOCK_HWM=$(vmhwm_kb "$MOCK_PID")
+kill -0 "$SLUICE_PID" 2>/dev/null || die "sluice died during the run"
+
+# ---- report ----------------------------------------------------------------
+
+mkdir -p "$BENCH/results"
+OUT_MD=$BENCH/results/$STAMP.md
+OUT_TXT=$BENCH/results/$STAMP.txt
+
+awk -v conns="$CONNS" -v rounds="$ROUNDS" -v dur="$DURATION" -v pin="$PIN" \
+    -v stamp="$STAMP" -v shwm="$SLUICE_HWM" -v nhwm="$NGINX_HWM" \
+    -v mhwm="$MOCK_HWM" -v sse_ok="$SSE_OK" -v md="$OUT_MD" -v txt="$OUT_TXT" \
+    -v ncpu="$(nproc)" -v kernel="$(uname -r)" '
+function median(key,    n, i, j, tmp, a) {
+    n = cnt[key]
+    if (n == 0) return -1
+    for (i = 1; i <= n; i++) a[i] = val[key, i]
+    for (i = 2; i <= n; i++) {            # insertion sort, n is tiny
+        tmp = a[i]
+        for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]
+        a[j + 1] = tmp
+    }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
+function both(s) { mach = mach s "\n"; print s >> txt }
+function row(s) { print s; print s >> md }
+{
+    delete kv
+    for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
+}
+$1 == "RESULT" {
+    k = kv["target"] SUBSEP kv["conns"]
+    add(k SUBSEP "rps", kv["rps"]); add(k SUBSEP "p50", kv["p50_us"])
+    add(k SUBSEP "p99", kv["p99_us"]); add(k SUBSEP "cpu", kv["cpu_pct"])
+    add(k SUBSEP "cpr", kv["cpu_us_per_req"])
+    err[k] += kv["errors"] + kv["non2xx"]
+    print $0 >> txt
+}
+$1 == "SSE" {
+    k = kv["target"] SUBSEP "sse"
+    if (kv["kind"] == "ttfe") {
+        add(k SUBSEP "ttfe", kv["ttfe_us"]); add(k SUBSEP "span", kv["span_us"])
+    } else {
+        s = kv["total_us"] / 1e6
+        add(k SUBSEP "evs", kv["events"] / s); add(k SUBSEP "mbs", kv["bytes"] / s / 1e6)
+    }
+    print $0 >> txt
+}
+END {
+    nt = split("direct nginx sluice", T, " ")
+    nc = split(conns, C, " ")
+    row("### sluice bench " stamp)
+    row("")
+    row(sprintf("%d CPUs, Linux %s, PIN=%s; median of %d interleaved rounds x %ds; POST /v1/chat/completions, ~1 KB body.", ncpu, kernel, pin, rounds, dur))
+    row("")
+    row("| target | conns | req/s | p50 µs | p99 µs | proxy CPU % | proxy CPU µs/req | errors |")
+    row("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (ci = 1; ci <= nc; ci++) for (ti = 1; ti <= nt; ti++) {
+        t = T[ti]; c = C[ci]; k = t SUBSEP c
+        if (!cnt[k SUBSEP "rps"]) continue
+        m_rps[t, c] = median(k SUBSEP "rps"); m_p50[t, c] = median(k SUBSEP "p50")
+        m_p99[t, c] = median(k SUBSEP "p99"); m_cpr[t, c] = median(k SUBSEP "cpr")
+        m_cpu[t, c] = median(k SUBSEP "cpu")
+        row(sprintf("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %d |", t, c,
+            m_rps[t, c], m_p50[t, c], m_p99[t, c],
+            t == "direct" ? "(mock) " sprintf("%.0f", m_cpu[t, c]) : sprintf("%.0f", m_cpu[t, c]),
+            t == "direct" ? "(mock) " sprintf("%.2f", m_cpr[t, c]) : sprintf("%.2f", m_cpr[t, c]),
+            err[k]))
+        both(sprintf("BENCH target=%s conns=%d rps=%.0f p50_us=%.0f p99_us=%.0f cpu_pct=%.0f cpu_us_per_req=%.2f errors=%d rounds=%d duration_s=%d pin=%s",
+            t, c, m_rps[t, c], m_p50[t, c], m_p99[t, c], m_cpu[t, c], m_cpr[t, c], err[k], rounds, dur, pin))
+    }
+    row("")
+    row("| ratio | value | target |")
+    row("|---|---:|---|")
+    for (ci = 1; ci <= nc; ci++) {
+        c = C[ci]
+        if (m_rps["nginx", c] > 0 && m_rps["sluice", c] > 0) {
+            v = m_rps["sluice", c] / m_rps["nginx", c]
+            row(sprintf("| sluice/nginx req/s, %d conns | %.3f | %s |", c, v, c == 50 ? ">= 0.9" : ""))
+            both(sprintf("BENCH ratio=sluice_over_nginx_rps conns=%d value=%.3f", c, v))
+            v = m_cpr["sluice", c] / m_cpr["nginx", c]
+            row(sprintf("| sluice/nginx proxy CPU per request, %d conns | %.3f | |", c, v))
+            both(sprintf("BENCH ratio=sluice_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
+        }
+        if (m_rps["direct", c] > 0 && m_rps["sluice", c] > 0) {
+            v = m_rps["sluice", c] / m_rps["direct", c]
+            row(sprintf("| sluice/direct req/s, %d conns | %.3f | |", c, v))
+            both(sprintf("BENCH ratio=sluice_over_direct_rps conns=%d value=%.3f", c, v))
+        }
+        if (c == 1 && m_rps["direct", 1] > 0) {
+            an = m_p50["nginx", 1] - m_p50["direct", 1]
+            as = m_p50["sluice", 1] - m_p50["direct", 1]
+            row(sprintf("| added p50 over direct, nginx, 1 conn | %.0f µs | |", an))
+            row(sprintf("| added p50 over direct, sluice, 1 conn | %.0f µs | |", as))
+            row(sprintf("| sluice minus nginx added p50, 1 conn | %+.0f µs | <= 20 µs |", as - an))
+            both(sprintf("BENCH added_p50_us conns=1 nginx=%.0f sluice=%.0f diff=%.0f", an, as, as - an))
+        }
+    }
+    if (sse_ok) {
+        row("")
+        row("Streaming (SSE), one stream at a time: first event of 8 sent 5 ms apart; throughput of 20000 events sent back to back (payload MB/s).")
+        row("")
+        row("| target | first event p50 µs | events/s | MB/s |")
+        row("|---|---:|---:|---:|")
+        for (ti = 1; ti <= nt; ti++) {
+            t = T[ti]; k = t SUBSEP "sse"
+            if (!cnt[k SUBSEP "ttfe"]) continue
+            f = median(k SUBSEP "ttfe"); e = median(k SUBSEP "evs"); m = median(k SUBSEP "mbs")
+            row(sprintf("| %s | %.0f | %.0f | %.1f |", t, f, e, m))
+            both(sprintf("BENCH stream target=%s ttfe_p50_us=%.0f events_per_s=%.0f mb_per_s=%.1f", t, f, e, m))
+        }
+    }
+    row("")
+    row(sprintf("Peak RSS (VmHWM) after the run: sluice %d KiB, nginx worker %d KiB, mock %d KiB.", shwm, nhwm, mhwm))
+    both(sprintf("BENCH peak_rss_kb sluice=%d nginx_worker=%d mock=%d", shwm, nhwm, mhwm))
+    printf "\n%s", mach
+}' "$RAW"
+
+echo "bench: saved $OUT_MD and $OUT_TXT" >&2

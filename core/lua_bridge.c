@@ -1,0 +1,696 @@
+/* lua_bridge.c — the worker's LuaJIT state and the phase calls (see
+ * lua_bridge.h).
+ *
+ * Plugins never see anything defined here directly: the runtime receives
+ * the C functions in a private `core` table and hands plugins sandboxed
+ * views. The request is passed as a light userdata that only these
+ * functions understand. */
+#include "lua_bridge.h"
+#include "log.h"
+#include "lua_services.h"
+#include "spec_runner.h"
+#include "util.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+
+#define HOOK_EVERY 1000 /* instructions between budget checks */
+
+struct sl_lua {
+    lua_State *L;
+    size_t mem_total;     /* bytes the state holds now */
+    size_t mem_limit;     /* 0, or the ceiling during a plugin call */
+    uint64_t mem_budget;  /* bytes one plugin call may add */
+    uint64_t time_budget; /* default ms per plugin call */
+    uint64_t deadline_ns;
+    int exceeded;
+    char budget_msg[96];
+    int fn_request, fn_upstream_response, fn_body_filter, fn_log, fn_compile;
+    int anchor_ref; /* a table keeping the last filtered body piece alive */
+    char **secret_dirs;
+    int nsecret_dirs;
+};
+
+static __thread sl_lua *hook_owner; /* the state whose plugin is running */
+
+/* ---- memory budget --------------------------------------------------------- */
+
+static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    sl_lua *lua = ud;
+    if (nsize == 0) {
+        free(ptr);
+        lua->mem_total -= osize;
+        return NULL;
+    }
+    if (lua->mem_limit && nsize > osize &&
+        lua->mem_total + (nsize - osize) > lua->mem_limit)
+        return NULL; /* LuaJIT raises "not enough memory" in the plugin */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        lua->mem_total += nsize - osize;
+    return p;
+}
+
+/* ---- time budget ----------------------------------------------------------- */
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    sl_lua *lua = hook_owner;
+    if (!lua || !lua->deadline_ns)
+        return;
+    if (lua->exceeded || sl_now_ns() > lua->deadline_ns) {
+        /* Keep raising: a plugin's own pcall must not outlive its budget
+         * (the sandbox's pcall re-raises too). */
+        lua->exceeded = 1;
+        lua_pushstring(L, lua->budget_msg);
+        lua_error(L);
+    }
+}
+
+/* core.call_plugin(fn, budget_ms, ...) -> true, result | false, err */
+static int core_call_plugin(lua_State *L)
+{
+    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    double ms = luaL_optnumber(L, 2, (double)lua->time_budget);
+    lua_remove(L, 2);
+    int nargs = lua_gettop(L) - 1;
+    sl_lua *outer = hook_owner;
+    uint64_t saved_deadline = lua->deadline_ns;
+    size_t saved_limit = lua->mem_limit;
+    hook_owner = lua;
+    lua->exceeded = 0;
+    lua->deadline_ns = sl_now_ns() + (uint64_t)(ms * 1e6);
+    lua->mem_limit = lua->mem_total + lua->mem_budget;
+    snprintf(lua->budget_msg, sizeof(lua->budget_msg),
+             "plugin exceeded its time budget (%.0f ms)", ms);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    int rc = lua_pcall(L, nargs, 1, 0);
+    lua_sethook(L, NULL, 0, 0);
+    lua->deadline_ns = saved_deadline;
+    lua->mem_limit = saved_limit;
+    lua->exceeded = 0;
+    hook_owner = outer;
+    lua_pushboolean(L, rc == 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+static int core_over_budget(lua_State *L)
+{
+    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushboolean(L, lua->exceeded);
+    return 1;
+}
+
+static int core_budget_error(lua_State *L)
+{
+    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushstring(L, lua->budget_msg);
+    return 1;
+}
+
+static int core_log(lua_State *L)
+{
+    static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
+    int level = luaL_checkoption(L, 1, "info", levels);
+    size_t n;
+    const char *msg = luaL_checklstring(L, 2, &n);
+    if (sl_log_enabled(level))
+        sl_log(level, "%.*s", (int)(n > 1500 ? 1500 : n), msg);
+    return 0;
+}
+
+/* ---- services that need the bridge ------------------------------------------ */
+
+static int time_now(lua_State *L)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+    return 1;
+}
+
+static int time_monotonic_ms(lua_State *L)
+{
+    lua_pushnumber(L, (double)sl_now_ns() / 1e6);
+    return 1;
+}
+
+/* sluice.secret("env:NAME" | "file:/path") -> value | nil, err. Files only
+ * from the configured secret directories: a plugin must not read the
+ * gateway's other files. */
+static int secret(lua_State *L)
+{
+    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    const char *ref = luaL_checkstring(L, 1);
+    if (strncmp(ref, "env:", 4) == 0) {
+        const char *v = getenv(ref + 4);
+        if (!v) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "secret %s: variable not set", ref);
+            return 2;
+        }
+        lua_pushstring(L, v);
+        return 1;
+    }
+    if (strncmp(ref, "file:", 5) == 0) {
+        const char *path = ref + 5;
+        int allowed = 0;
+        char real[PATH_MAX];
+        if (path[0] == '/' && !strstr(path, "/../") && realpath(path, real)) {
+            for (int i = 0; i < lua->nsecret_dirs; i++) {
+                size_t dl = strlen(lua->secret_dirs[i]);
+                if (strncmp(real, lua->secret_dirs[i], dl) == 0 &&
+                    (real[dl] == '/' || real[dl] == '\0'))
+                    allowed = 1;
+            }
+        }
+        if (!allowed) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "secret %s: not in an allowed secret directory",
+                            ref);
+            return 2;
+        }
+        FILE *f = fopen(real, "rb");
+        char buf[65536];
+        size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
+        if (f)
+            fclose(f);
+        if (!f) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "secret %s: %s", ref, strerror(errno));
+            return 2;
+        }
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        lua_pushlstring(L, buf, n);
+        return 1;
+    }
+    return luaL_error(L, "secret references are env:NAME or file:/path");
+}
+
+/* ---- the request as Lua sees it ------------------------------------------- */
+
+static int req_headers(lua_State *L)
+{
+    sl_http_req *r = lua_touserdata(L, 1);
+    if (!r)
+        return luaL_error(L, "request handle expected");
+    lua_createtable(L, r->nheaders * 2, 0);
+    char name[256];
+    for (int i = 0; i < r->nheaders; i++) {
+        size_t n = r->headers[i].name.n;
+        if (n >= sizeof(name))
+            n = sizeof(name) - 1;
+        for (size_t j = 0; j < n; j++) {
+            char ch = r->headers[i].name.p[j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        lua_pushlstring(L, name, n);
+        lua_rawseti(L, -2, i * 2 + 1);
+        lua_pushlstring(L, r->headers[i].value.p, r->headers[i].value.n);
+        lua_rawseti(L, -2, i * 2 + 2);
+    }
+    return 1;
+}
+
+static int req_body(lua_State *L)
+{
+    sl_http_req *r = lua_touserdata(L, 1);
+    if (!r)
+        return luaL_error(L, "request handle expected");
+    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+    return 1;
+}
+
+/* ---- policy trees to Lua ---------------------------------------------------- */
+
+static int is_number(const char *s, double *out)
+{
+    char *end;
+    if (!*s || strchr(s, 'x') || strchr(s, 'X') || strpbrk(s, "iInN"))
+        return 0; /* no hex, inf or nan from YAML */
+    errno = 0;
+    double d = strtod(s, &end);
+    if (*end || errno)
+        return 0;
+    *out = d;
+    return 1;
+}
+
+/* Push node as a Lua value; record lines in the table at index `lines`. */
+static void push_node(lua_State *L, const sl_node *n, int lines)
+{
+    double d;
+    if (n->type == SL_NODE_SCALAR) {
+        if (n->plain && strcmp(n->value, "true") == 0)
+            lua_pushboolean(L, 1);
+        else if (n->plain && strcmp(n->value, "false") == 0)
+            lua_pushboolean(L, 0);
+        else if (sl_node_is_null(n))
+            lua_pushnil(L);
+        else if (n->plain && is_number(n->value, &d))
+            lua_pushnumber(L, d);
+        else
+            lua_pushlstring(L, n->value, n->len);
+        return;
+    }
+    lua_createtable(L, n->type == SL_NODE_SEQ ? n->n : 0,
+                    n->type == SL_NODE_MAP ? n->n : 0);
+    lua_createtable(L, 0, n->n + 1); /* this table's lines */
+    lua_pushboolean(L, 1);
+    lua_pushinteger(L, n->line);
+    lua_rawset(L, -3);
+    int i = 1;
+    for (const sl_node *c = n->child; c; c = c->next, i++) {
+        if (n->type == SL_NODE_MAP)
+            lua_pushstring(L, c->key);
+        else
+            lua_pushinteger(L, i);
+        lua_pushvalue(L, -1);
+        lua_pushinteger(L, c->line);
+        lua_rawset(L, -4); /* lines[key] = line */
+        push_node(L, c, lines);
+        lua_rawset(L, -4); /* tbl[key] = value */
+    }
+    /* stack: tbl, tbl_lines → lines[tbl] = tbl_lines */
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, lines);
+}
+
+/* ---- state ----------------------------------------------------------------- */
+
+static int ref_field(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void push_closure(lua_State *L, sl_lua *lua, lua_CFunction f,
+                         const char *name)
+{
+    lua_pushlightuserdata(L, lua);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+}
+
+static int boot(lua_State *L)
+{
+    sl_lua *lua = lua_touserdata(L, 1);
+    luaL_openlibs(L);
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/lua/?.lua", sl_home());
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sluice.runtime");
+    lua_call(L, 1, 1);
+    int rt = lua_gettop(L);
+
+    lua_newtable(L); /* core */
+    int core = lua_gettop(L);
+    push_closure(L, lua, core_call_plugin, "call_plugin");
+    push_closure(L, lua, core_over_budget, "over_budget");
+    push_closure(L, lua, core_budget_error, "budget_error");
+    lua_pushcfunction(L, core_log);
+    lua_setfield(L, core, "log");
+
+    lua_newtable(L); /* services */
+    sl_luaopen_json(L);
+    lua_setfield(L, -2, "json");
+    sl_luaopen_re(L);
+    lua_setfield(L, -2, "re");
+    sl_luaopen_hash(L);
+    lua_setfield(L, -2, "hash");
+    sl_luaopen_shared(L);
+    lua_setfield(L, -2, "shared");
+    lua_newtable(L);
+    lua_pushcfunction(L, time_now);
+    lua_setfield(L, -2, "now");
+    lua_pushcfunction(L, time_monotonic_ms);
+    lua_setfield(L, -2, "monotonic_ms");
+    lua_setfield(L, -2, "time");
+    lua_pushlightuserdata(L, lua);
+    lua_pushcclosure(L, secret, 1);
+    lua_setfield(L, -2, "secret");
+
+    lua_getfield(L, rt, "init");
+    lua_pushvalue(L, core);
+    lua_pushvalue(L, -3);
+    lua_call(L, 2, 0);
+    lua_pop(L, 2); /* services, core */
+
+    lua_getfield(L, rt, "set_request_source");
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, req_headers);
+    lua_setfield(L, -2, "headers");
+    lua_pushcfunction(L, req_body);
+    lua_setfield(L, -2, "body");
+    lua_call(L, 1, 0);
+
+    lua->fn_request = ref_field(L, rt, "request");
+    lua->fn_upstream_response = ref_field(L, rt, "upstream_response");
+    lua->fn_body_filter = ref_field(L, rt, "body_filter");
+    lua->fn_log = ref_field(L, rt, "log");
+    lua->fn_compile = ref_field(L, rt, "compile");
+    lua_newtable(L);
+    lua->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
+{
+    sl_lua *lua = calloc(1, sizeof(*lua));
+    if (!lua) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    lua->mem_budget = cfg->lua_memory_budget;
+    lua->time_budget = cfg->lua_time_budget;
+    lua->secret_dirs = cfg->secret_dirs;
+    lua->nsecret_dirs = cfg->nsecret_dirs;
+    lua->L = lua_newstate(lua_alloc, lua);
+    if (!lua->L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        free(lua);
+        return NULL;
+    }
+    lua_State *L = lua->L;
+    lua_pushcfunction(L, boot);
+    lua_pushlightuserdata(L, lua);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        snprintf(err, errlen, "cannot load the Lua runtime: %s",
+                 lua_tostring(L, -1));
+        lua_close(L);
+        free(lua);
+        return NULL;
+    }
+    return lua;
+}
+
+void sl_lua_free(sl_lua *lua)
+{
+    if (!lua)
+        return;
+    lua_close(lua->L);
+    free(lua);
+}
+
+lua_State *sl_lua_state(sl_lua *lua)
+{
+    return lua->L;
+}
+
+void sl_lua_unref(sl_lua *lua, int ref)
+{
+    if (ref != LUA_NOREF && ref != LUA_REFNIL)
+        luaL_unref(lua->L, LUA_REGISTRYINDEX, ref);
+}
+
+int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
+                   size_t errlen)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_compile);
+    lua_createtable(L, 0, 6); /* doc */
+    int doc = lua_gettop(L);
+    lua_pushstring(L, p->version);
+    lua_setfield(L, doc, "version");
+    lua_pushnumber(L, (double)lua->time_budget);
+    lua_setfield(L, doc, "time_budget");
+
+    lua_createtable(L, p->nfiles, 0);
+    for (int i = 0; i < p->nfiles; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, p->files[i].path);
+        lua_setfield(L, -2, "path");
+        lua_newtable(L); /* lines, keyed by table */
+        int lines = lua_gettop(L);
+        push_node(L, p->files[i].root, lines);
+        lua_setfield(L, -3, "root");
+        lua_setfield(L, -2, "lines");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, doc, "files");
+
+    lua_createtable(L, 0, p->nplugins);
+    for (int i = 0; i < p->nplugins; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, p->plugins[i].path);
+        lua_setfield(L, -2, "path");
+        lua_pushlstring(L, p->plugins[i].code, p->plugins[i].len);
+        lua_setfield(L, -2, "code");
+        lua_setfield(L, -2, p->plugins[i].name);
+    }
+    lua_setfield(L, doc, "plugins");
+
+    lua_createtable(L, 0, p->nbackends);
+    for (int i = 0; i < p->nbackends; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, p->backends[i].name);
+    }
+    lua_setfield(L, doc, "backends");
+
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        snprintf(err, errlen, "policy compiler failed: %s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return SL_ECONFIG;
+    }
+    if (lua_isnil(L, -2)) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return SL_ECONFIG;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "mask");
+    out->mask = (unsigned)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    out->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    lua_gc(L, LUA_GCCOLLECT, 0); /* compile garbage is not request garbage */
+    return 0;
+}
+
+void sl_lua_chain_release(sl_lua *lua, sl_chain *c)
+{
+    sl_lua_unref(lua, c->ref);
+    c->ref = LUA_NOREF;
+}
+
+/* ---- phases ------------------------------------------------------------------ */
+
+static void copy_str(char *dst, size_t cap, lua_State *L, int idx)
+{
+    size_t n = 0;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (!s) {
+        dst[0] = '\0';
+        return;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* A flat { name, value, … } table at idx into "name: value\r\n" lines. */
+static int flat_to_lines(lua_State *L, int idx, sl_buf *b)
+{
+    int n = (int)lua_objlen(L, idx);
+    for (int i = 1; i + 1 <= n; i += 2) {
+        size_t nl, vl;
+        lua_rawgeti(L, idx, i);
+        lua_rawgeti(L, idx, i + 1);
+        const char *name = lua_tolstring(L, -2, &nl);
+        const char *value = lua_tolstring(L, -1, &vl);
+        int bad = !name || !value || memchr(value, '\r', vl) ||
+                  memchr(value, '\n', vl) || memchr(name, ':', nl);
+        if (!bad) {
+            sl_buf_append(b, name, nl);
+            sl_buf_append(b, ": ", 2);
+            sl_buf_append(b, value, vl);
+            sl_buf_append(b, "\r\n", 2);
+        }
+        lua_pop(L, 2);
+        if (bad)
+            return SL_EINVAL;
+    }
+    return 0;
+}
+
+static void verdict_error(sl_lua_verdict *v, const char *plugin,
+                          const char *msg)
+{
+    v->action = SL_LUA_ERROR;
+    snprintf(v->plugin, sizeof(v->plugin), "%s", plugin ? plugin : "runtime");
+    snprintf(v->message, sizeof(v->message), "%s", msg ? msg : "error");
+}
+
+int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
+                   const char *version, sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    v->action = SL_LUA_OK;
+    v->ctx_ref = LUA_NOREF;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_request);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_pushlightuserdata(L, r);
+    lua_pushstring(L, r->id);
+    lua_pushlstring(L, r->method_name.p, r->method_name.n);
+    lua_pushlstring(L, r->path.p, r->path.n);
+    lua_pushlstring(L, r->query.p, r->query.n);
+    (void)version;
+    if (lua_pcall(L, 6, 7, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return 0;
+    }
+    int base = top + 1; /* action, ctx, … */
+    const char *action = lua_tostring(L, base);
+    if (!lua_isnil(L, base + 1)) {
+        lua_pushvalue(L, base + 1);
+        v->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (action && strcmp(action, "ok") == 0) {
+        if (lua_istable(L, base + 2)) {
+            v->headers_changed = 1;
+            if (flat_to_lines(L, base + 2, &v->headers) < 0)
+                verdict_error(v, "runtime", "a plugin set an invalid header");
+        }
+        if (lua_isstring(L, base + 3)) {
+            size_t n;
+            const char *b = lua_tolstring(L, base + 3, &n);
+            v->body_changed = 1;
+            v->body.len = 0;
+            sl_buf_append(&v->body, b, n);
+        }
+        if (lua_istable(L, base + 4)) {
+            int n = (int)lua_objlen(L, base + 4);
+            for (int i = 1; i <= n && v->ntargets < SL_LUA_MAX_TARGETS; i++) {
+                lua_rawgeti(L, base + 4, i);
+                copy_str(v->targets[v->ntargets++], sizeof(v->targets[0]), L,
+                         -1);
+                lua_pop(L, 1);
+            }
+        }
+    } else if (action && strcmp(action, "deny") == 0) {
+        v->action = SL_LUA_DENY;
+        v->status = (int)lua_tointeger(L, base + 2);
+        copy_str(v->code, sizeof(v->code), L, base + 3);
+        copy_str(v->message, sizeof(v->message), L, base + 4);
+        if (lua_istable(L, base + 5))
+            flat_to_lines(L, base + 5, &v->deny_headers);
+        copy_str(v->plugin, sizeof(v->plugin), L, base + 6);
+    } else {
+        verdict_error(v, lua_tostring(L, base + 2), lua_tostring(L, base + 3));
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
+                             int status, const sl_http_hdr *hdrs, int n,
+                             const char *backend, sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_upstream_response);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_pushinteger(L, status);
+    lua_createtable(L, n * 2, 0);
+    char name[256];
+    for (int i = 0; i < n; i++) {
+        size_t nl = hdrs[i].name.n < sizeof(name) ? hdrs[i].name.n
+                                                  : sizeof(name) - 1;
+        for (size_t j = 0; j < nl; j++) {
+            char ch = hdrs[i].name.p[j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        lua_pushlstring(L, name, nl);
+        lua_rawseti(L, -2, i * 2 + 1);
+        lua_pushlstring(L, hdrs[i].value.p, hdrs[i].value.n);
+        lua_rawseti(L, -2, i * 2 + 2);
+    }
+    lua_pushstring(L, backend);
+    int rc = 0;
+    if (lua_pcall(L, 5, 3, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        rc = SL_EIO;
+    } else {
+        const char *res = lua_tostring(L, top + 1);
+        if (res && strcmp(res, "error") == 0) {
+            verdict_error(v, lua_tostring(L, top + 2), lua_tostring(L, top + 3));
+            rc = SL_EIO;
+        } else {
+            rc = res && strcmp(res, "next") == 0;
+        }
+    }
+    lua_settop(L, top);
+    return rc;
+}
+
+int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
+                       const char *data, size_t len, int last,
+                       const char **out, size_t *outlen, sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_body_filter);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_pushlstring(L, data, len);
+    lua_pushboolean(L, last);
+    if (lua_pcall(L, 4, 3, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return SL_EIO;
+    }
+    if (lua_type(L, top + 1) == LUA_TSTRING && lua_isnil(L, top + 2)) {
+        /* Anchored until the next call, so the bytes stay valid. */
+        *out = lua_tolstring(L, top + 1, outlen);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lua->anchor_ref);
+        lua_pushvalue(L, top + 1);
+        lua_rawseti(L, -2, 1);
+        lua_settop(L, top);
+        return 0;
+    }
+    verdict_error(v, lua_tostring(L, top + 2), lua_tostring(L, top + 3));
+    lua_settop(L, top);
+    return SL_EIO;
+}
+
+void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
+                const char *backend)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_log);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    if (backend) {
+        lua_pushstring(L, backend);
+        lua_setfield(L, -2, "backend");
+    }
+    if (lua_pcall(L, 3, 0, 0) != 0)
+        sl_log_error("log phase failed: %s", lua_tostring(L, -1));
+    lua_settop(L, top);
+}

@@ -1,0 +1,90 @@
+/* lua_bridge.h — one LuaJIT state per worker, and the calls from the
+ * request path into the Lua runtime (lua/sluice/runtime.lua).
+ *
+ * The proxy calls Lua only for phases that some plugin of the live chain
+ * defines (sl_chain.mask), so an empty chain costs nothing. Every plugin
+ * call runs under a time budget (a count hook; plugin code runs with the
+ * JIT off so the hook fires) and a memory budget (the state's allocator). */
+#ifndef SL_LUA_BRIDGE_H
+#define SL_LUA_BRIDGE_H
+
+#include "buf.h"
+#include "config.h"
+#include "http_server.h"
+
+typedef struct sl_lua sl_lua;
+
+enum {
+    SL_PHASE_ACCESS = 1,
+    SL_PHASE_ROUTE = 2,
+    SL_PHASE_UPSTREAM_RESPONSE = 4,
+    SL_PHASE_BODY_FILTER = 8,
+    SL_PHASE_LOG = 16,
+};
+
+/* A policy version compiled in one state. */
+typedef struct sl_chain {
+    int ref;       /* registry reference to the chain table */
+    unsigned mask; /* SL_PHASE_* bits some plugin defines */
+} sl_chain;
+
+/* A new state with the runtime loaded. NULL with a reason in err. */
+sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen);
+void sl_lua_free(sl_lua *lua);
+/* The raw state, for the CLI commands that run Lua tools (spec,
+ * new-plugin) on the main thread. */
+struct lua_State *sl_lua_state(sl_lua *lua);
+
+/* Compile policy p in this state: load its plugins in their sandboxes,
+ * check their configuration, run their init. 0, or SL_ECONFIG with
+ * "file:line: key: reason" in err. */
+int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
+                   size_t errlen);
+void sl_lua_chain_release(sl_lua *lua, sl_chain *c);
+
+enum { SL_LUA_OK, SL_LUA_DENY, SL_LUA_ERROR };
+
+#define SL_LUA_MAX_TARGETS 8
+
+/* What the access and route phases decided. The caller owns the buffers
+ * (initialised, possibly pooled) and releases them. */
+typedef struct sl_lua_verdict {
+    int action;          /* SL_LUA_* */
+    int ctx_ref;         /* the request's ctx for later phases, or
+                            LUA_NOREF; release with sl_lua_unref() */
+    int headers_changed; /* headers: "name: value\r\n" lines to send */
+    sl_buf headers;
+    int body_changed;
+    sl_buf body;
+    int ntargets;        /* route: backend names in order */
+    char targets[SL_LUA_MAX_TARGETS][64];
+    int status;          /* deny */
+    char code[64];
+    char message[512];
+    sl_buf deny_headers; /* deny: "name: value\r\n" lines */
+    char plugin[64];     /* the plugin that denied or failed */
+} sl_lua_verdict;
+
+/* Run access then route for r. */
+int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
+                   const char *version, sl_lua_verdict *v);
+
+/* The head of an attempt arrived: 1 to move on to the next target, 0 to
+ * accept it, or SL_EIO when a plugin failed (plugin/message filled). */
+int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
+                             int status, const sl_http_hdr *hdrs, int n,
+                             const char *backend, sl_lua_verdict *v);
+
+/* Pass a body piece through the filters; out and outlen point at the bytes to
+ * send (valid until the next call). 0 or SL_EIO (plugin failed). */
+int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
+                       const char *data, size_t len, int last,
+                       const char **out, size_t *outlen, sl_lua_verdict *v);
+
+/* The request is over: run the log phase with a few facts about it. */
+void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
+                const char *backend);
+
+void sl_lua_unref(sl_lua *lua, int ref);
+
+#endif

@@ -1,0 +1,267 @@
+-- runtime.lua — the Lua half of the gateway: it compiles a policy version
+-- into a plugin chain and runs the chain's phases for each request.
+--
+-- C calls in here only for phases some loaded plugin defines (chain.mask
+-- tells it which). Every plugin call goes through core.call_plugin, which
+-- runs it under the time and memory budget; an error or an overrun fails the
+-- request with the plugin's name, or is logged and skipped when the policy
+-- marks that plugin fail_open.
+local M = {}
+
+local sandbox = require "sluice.sandbox"
+local schema = require "sluice.schema"
+local ctxmod = require "sluice.ctx"
+
+local core, services
+local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
+local sort, concat = table.sort, table.concat
+
+M.PHASES = { "access", "route", "upstream_response", "body_filter", "log" }
+local PHASE_BIT = { access = 1, route = 2, upstream_response = 4, body_filter = 8, log = 16 }
+M.PHASE_BIT = PHASE_BIT
+
+function M.init(c, svc)
+  core, services = c, svc
+  for name, mod in pairs(svc) do sandbox.service(name, mod) end
+  sandbox.init(c)
+  ctxmod.init(c, svc.json)
+end
+
+-- ---- compiling a policy -----------------------------------------------------
+
+local function line_of(lines, tbl, key)
+  local l = lines and lines[tbl]
+  return l and (l[key] or l[true]) or 0
+end
+
+-- The line of a dotted path below `tbl` ("config.models.gpt.targets[2]").
+local function line_of_path(lines, tbl, path)
+  local best = line_of(lines, tbl, true)
+  local cur = tbl
+  for part in path:gmatch("[^%.%[%]]+") do
+    if type(cur) ~= "table" then break end
+    local key = tonumber(part) or part
+    local l = line_of(lines, cur, key)
+    if l > 0 then best = l end
+    cur = cur[key]
+  end
+  return best
+end
+
+local ITEM_FIELDS = { name = true, config = true, fail_open = true, enabled = true }
+
+local function compile_item(doc, f, list, i, item)
+  local function fail(path, msg, at)
+    local l = at or line_of(f.lines, list, i)
+    return nil, ("%s:%d: plugins[%d]%s: %s"):format(f.path, l, i, path, msg)
+  end
+  if type(item) ~= "table" then return fail("", "expected a map with name and config") end
+  for k in pairs(item) do
+    if not ITEM_FIELDS[k] then return fail("." .. tostring(k), "unknown key", line_of(f.lines, item, k)) end
+  end
+  if item.fail_open ~= nil and type(item.fail_open) ~= "boolean" then
+    return fail(".fail_open", "expected true or false", line_of(f.lines, item, "fail_open"))
+  end
+  if item.enabled ~= nil and type(item.enabled) ~= "boolean" then
+    return fail(".enabled", "expected true or false", line_of(f.lines, item, "enabled"))
+  end
+  local name = item.name
+  local src = doc.plugins[name]
+  if not src then return fail(".name", "no plugin named '" .. tostring(name) .. "'") end
+  local plugin, err, env = sandbox.load(name, src.path, src.code, doc.time_budget)
+  if not plugin then return fail(".name", err) end
+  if plugin.name ~= nil and plugin.name ~= name then
+    return fail(".name", ("%s declares name '%s'"):format(src.path, tostring(plugin.name)))
+  end
+  local prio = plugin.priority or 0
+  if type(prio) ~= "number" then return fail(".name", src.path .. ": priority must be a number") end
+  local fields = plugin.schema or {}
+  local ok, serr = schema.check_schema(fields, src.path .. ": schema")
+  if not ok then return fail(".name", serr) end
+  for _, phase in ipairs(M.PHASES) do
+    if plugin[phase] ~= nil and type(plugin[phase]) ~= "function" then
+      return fail(".name", src.path .. ": " .. phase .. " must be a function")
+    end
+  end
+  local raw = item.config or {}
+  if type(raw) ~= "table" then
+    return fail(".config", "expected a map", line_of(f.lines, item, "config"))
+  end
+  local errs = {}
+  local conf = schema.check_fields(raw, fields, "", errs, services.re)
+  if #errs > 0 then
+    local e = errs[1]
+    return fail(".config." .. e[1], e[2], line_of_path(f.lines, raw, e[1]))
+  end
+  if plugin.init then
+    local iok, ierr = core.call_plugin(plugin.init, doc.time_budget, conf)
+    if not iok then return fail(".name", "init failed: " .. tostring(ierr)) end
+  end
+  return {
+    name = name, plugin = plugin, conf = conf, priority = prio,
+    fail_open = item.fail_open == true, enabled = item.enabled ~= false,
+    env = env,
+  }
+end
+
+-- doc = { version, time_budget, files = { { path, root, lines } },
+--         plugins = { name = { path, code } }, backends = { name = true } }
+-- Returns the chain, or nil and "file:line: key: reason".
+function M.compile(doc)
+  local entries, order = {}, 0
+  for _, f in ipairs(doc.files) do
+    local list = f.root.plugins
+    if list ~= nil then
+      if type(list) ~= "table" then
+        return nil, ("%s:%d: plugins: expected a list"):format(f.path, line_of(f.lines, f.root, "plugins"))
+      end
+      for i, item in ipairs(list) do
+        local e, err = compile_item(doc, f, list, i, item)
+        if not e then return nil, err end
+        if e.enabled then
+          order = order + 1
+          e.order = order
+          entries[#entries + 1] = e
+        end
+      end
+    end
+  end
+  -- Higher priority first; equal priorities keep policy order.
+  sort(entries, function(a, b)
+    if a.priority ~= b.priority then return a.priority > b.priority end
+    return a.order < b.order
+  end)
+  local chain = { version = doc.version, entries = entries, mask = 0,
+                  time_budget = doc.time_budget, backends = doc.backends or {} }
+  for _, phase in ipairs(M.PHASES) do
+    local list = {}
+    for _, e in ipairs(entries) do
+      if e.plugin[phase] then list[#list + 1] = e end
+    end
+    chain[phase] = list
+    if #list > 0 then chain.mask = chain.mask + PHASE_BIT[phase] end
+  end
+  return chain
+end
+
+-- ---- running phases -----------------------------------------------------------
+
+-- Run one phase over its plugins. Returns nil, or "error", plugin, message.
+local function run(chain, phase, ctx, st, a1, a2)
+  local list = chain[phase]
+  local budget = chain.time_budget
+  for i = 1, #list do
+    local e = list[i]
+    st.current, st.current_index = e.name, e.order
+    local ok, res = core.call_plugin(e.plugin[phase], budget, ctx, e.conf, a1, a2)
+    if not ok then
+      core.log("error", ("plugin %s failed in %s: %s"):format(e.name, phase, tostring(res)))
+      if not e.fail_open then
+        st.current = nil
+        return "error", e.name, tostring(res)
+      end
+      ctx:annotate("plugin_error", "failed open: " .. tostring(res))
+    elseif phase == "route" and type(res) == "table" then
+      st.targets = res
+    elseif phase == "upstream_response" and res == "next" then
+      st.current = nil
+      return "next"
+    elseif phase == "body_filter" and res ~= nil then
+      a1 = res -- the next filter sees what this one produced
+      st.filtered = res
+    end
+    if st.deny then break end
+  end
+  st.current = nil
+  return nil
+end
+
+local function flat_headers(rs)
+  local out = {}
+  for _, n in ipairs(rs.horder) do
+    local v = rs.hmap[n]
+    if v ~= nil then
+      out[#out + 1] = n
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+
+local function deny_headers(h)
+  if type(h) ~= "table" then return nil end
+  local out = {}
+  for k, v in pairs(h) do
+    out[#out + 1] = tostring(k)
+    out[#out + 1] = tostring(v)
+  end
+  return out
+end
+
+local request_source -- set by the C bridge: { headers = fn, body = fn }
+
+function M.set_request_source(src) request_source = src end
+
+-- access and route, one call from C. Returns:
+--   "ok", ctx|nil, headers|nil, body|nil, targets|nil
+--   "deny", ctx|nil, status, code, message, headers|nil, plugin
+--   "error", ctx|nil, plugin, message
+-- ctx comes back only when a later phase will need it (chain.keep_ctx).
+function M.request(chain, handle, id, method, path, query, source)
+  local ctx = ctxmod.new(source or request_source, handle, id, method, path, query, chain.version)
+  local st = ctxmod.state(ctx)
+  local keep = chain.mask >= 4 and ctx or nil
+  local kind, a, b = run(chain, "access", ctx, st)
+  if kind then return kind, keep, a, b end
+  if not st.deny and #chain.route > 0 then
+    kind, a, b = run(chain, "route", ctx, st)
+    if kind then return kind, keep, a, b end
+  end
+  local d = st.deny
+  if d then
+    return "deny", keep, d.status, d.code, d.message, deny_headers(d.headers), d.plugin
+  end
+  local rs = ctxmod.request_state(ctx)
+  local headers = rs.headers_dirty and flat_headers(rs) or nil
+  local body
+  if rs.json_dirty then
+    local s, err = services.json.encode(rs.json)
+    if not s then return "error", keep, "set_json", err end
+    body = s
+  elseif rs.body_dirty then
+    body = rs.body
+  end
+  return "ok", keep, headers, body, st.targets
+end
+
+-- An attempt's head arrived: "accept" or "next" (try the next target).
+function M.upstream_response(chain, ctx, status, headers, backend)
+  local st = ctxmod.state(ctx)
+  local hmap = {}
+  for i = 1, #headers, 2 do hmap[headers[i]] = headers[i + 1] end
+  st.response = { status = status, headers = hmap, backend = backend }
+  local kind, a, b = run(chain, "upstream_response", ctx, st)
+  if kind == "error" then return "error", a, b end
+  return kind == "next" and "next" or "accept"
+end
+
+-- A body piece (an SSE event, or the whole body): returns the bytes to send
+-- (unchanged when no filter changed them), or "error", plugin, message.
+function M.body_filter(chain, ctx, data, last)
+  local st = ctxmod.state(ctx)
+  st.filtered = nil
+  local kind, a, b = run(chain, "body_filter", ctx, st, data, last)
+  if kind == "error" then return "error", a, b end
+  return st.filtered or data
+end
+
+-- The request is over. record: a table of facts for the audit record;
+-- plugins may add fields.
+function M.log(chain, ctx, record)
+  local st = ctxmod.state(ctx)
+  record.notes = st.notes
+  run(chain, "log", ctx, st, record)
+  return record
+end
+
+return M

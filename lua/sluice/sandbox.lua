@@ -1,0 +1,181 @@
+-- sandbox.lua — the environment a plugin runs in.
+--
+-- Each plugin gets its own globals: safe basics, private copies of string,
+-- table and math, os limited to time, and its own read-only view of the
+-- sluice.* services. Nothing reaches the runtime, another plugin, the file
+-- system or the process. Three things need more than leaving names out:
+--   * time: plugin code runs with the JIT off for its own functions (LuaJIT
+--     does not run hooks inside compiled traces), under a count hook that
+--     enforces the time budget (core.call_plugin);
+--   * pcall: a plugin must not swallow the budget error, so its pcall and
+--     xpcall re-raise it;
+--   * Lua patterns: backtracking runs in C where no hook fires, so their cost
+--     is bounded before they run (use sluice.re for long text).
+local M = {}
+
+local core
+local services = {}
+
+local type, pairs, ipairs, error, tostring, select = type, pairs, ipairs, error, tostring, select
+local setmetatable, getmetatable, rawequal = setmetatable, getmetatable, rawequal
+local pcall, xpcall, unpack, setfenv, loadstring = pcall, xpcall, unpack, setfenv, loadstring
+local sfind, smatch, sgmatch, sgsub, sbyte, ssub = string.find, string.match, string.gmatch, string.gsub, string.byte, string.sub
+
+local PATTERN_COST_LIMIT = 1e8
+
+-- Quantifiers outside character classes: each one can multiply the work of
+-- a backtracking match by the length of the subject.
+local function pattern_cost(pat, len)
+  local q, i, n, in_set = 0, 1, #pat, false
+  while i <= n do
+    local c = ssub(pat, i, i)
+    if c == "%" then
+      local nx = ssub(pat, i + 1, i + 1)
+      if not in_set and nx == "b" then q = q + 1; i = i + 3 end
+      i = i + 2
+    elseif in_set then
+      if c == "]" then in_set = false end
+      i = i + 1
+    elseif c == "[" then
+      in_set = true
+      if ssub(pat, i + 1, i + 1) == "]" then i = i + 1 end
+      i = i + 1
+    else
+      if c == "*" or c == "+" or c == "-" or c == "?" then q = q + 1 end
+      i = i + 1
+    end
+  end
+  local anchored = ssub(pat, 1, 1) == "^"
+  return (len + 1) ^ (q + (anchored and 0 or 1))
+end
+
+local function guard(s, pat, plain)
+  if plain or type(s) ~= "string" or type(pat) ~= "string" then return end
+  if #s > 64 and pattern_cost(pat, #s) > PATTERN_COST_LIMIT then
+    error("Lua pattern too costly for a " .. #s ..
+      "-byte string; use sluice.re for long text", 3)
+  end
+end
+
+local safe_string = {}
+for k, v in pairs(string) do
+  if k ~= "dump" then safe_string[k] = v end
+end
+function safe_string.find(s, pat, init, plain) guard(s, pat, plain); return sfind(s, pat, init, plain) end
+function safe_string.match(s, pat, init) guard(s, pat); return smatch(s, pat, init) end
+function safe_string.gmatch(s, pat) guard(s, pat); return sgmatch(s, pat) end
+function safe_string.gsub(s, pat, repl, n) guard(s, pat); return sgsub(s, pat, repl, n) end
+
+-- Methods called on strings ("x"):find(…) go through the string metatable:
+-- point it at the guarded functions and lock it.
+local string_mt = getmetatable("")
+string_mt.__index = safe_string
+string_mt.__metatable = false
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function readonly(t, what)
+  return setmetatable({}, {
+    __index = t,
+    __newindex = function() error(what .. " is read-only", 2) end,
+    __metatable = false,
+  })
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- A pcall that cannot catch the budget error.
+local function safe_pcall(f, ...)
+  local r = pack(pcall(f, ...))
+  if core.over_budget() then error(core.budget_error(), 0) end
+  return unpack(r, 1, r.n)
+end
+
+local function safe_xpcall(f, handler, ...)
+  local args = pack(...)
+  local r = pack(xpcall(function() return f(unpack(args, 1, args.n)) end, handler))
+  if core.over_budget() then error(core.budget_error(), 0) end
+  return unpack(r, 1, r.n)
+end
+
+local function safe_setmetatable(t, mt)
+  if type(t) ~= "table" then error("setmetatable: a table is required", 2) end
+  return setmetatable(t, mt)
+end
+
+local safe_os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+
+-- Register a runtime service under sluice.NAME (called once at start-up).
+function M.service(name, mod)
+  services[name] = mod
+end
+
+function M.init(c)
+  core = c
+end
+
+local function sluice_view(plugin_name)
+  local log = {}
+  for _, level in ipairs({ "error", "warn", "info", "debug" }) do
+    log[level] = function(...)
+      local parts = {}
+      for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+      core.log(level, "plugin " .. plugin_name .. ": " .. table.concat(parts, " "))
+    end
+  end
+  local api = {}
+  for k, v in pairs(services) do
+    api[k] = type(v) == "table" and readonly(v, "sluice." .. k) or v
+  end
+  api.log = readonly(log, "sluice.log")
+  return readonly(api, "sluice")
+end
+
+-- A fresh environment for one plugin.
+function M.env(plugin_name)
+  local sl = sluice_view(plugin_name)
+  local env = {
+    _VERSION = _VERSION,
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    select = select, tonumber = tonumber, tostring = tostring, type = type,
+    unpack = unpack, rawequal = rawequal,
+    getmetatable = getmetatable, setmetatable = safe_setmetatable,
+    pcall = safe_pcall, xpcall = safe_xpcall,
+    string = copy(safe_string), table = copy(table), math = copy(math),
+    bit = copy(bit), os = copy(safe_os),
+    sluice = sl,
+  }
+  env.require = function(name)
+    local short = type(name) == "string" and smatch(name, "^sluice%.([%w_]+)$")
+    if name == "sluice" then return sl end
+    if short and sl[short] then return sl[short] end
+    error("require '" .. tostring(name) .. "' is not allowed in a plugin", 2)
+  end
+  env._G = env
+  return env
+end
+
+-- Load a plugin's source in its own environment; returns its table or
+-- nil, err. The chunk runs under the budget like any plugin code.
+function M.load(name, path, code, time_budget)
+  if sbyte(code, 1) == 27 then
+    return nil, path .. ": precompiled bytecode is not accepted"
+  end
+  local fn, err = loadstring(code, "@" .. path)
+  if not fn then return nil, err end
+  local env = M.env(name)
+  setfenv(fn, env)
+  jit.off(fn, true) -- hooks must fire in every function the plugin defines
+  local ok, plugin = core.call_plugin(fn, time_budget)
+  if not ok then return nil, path .. ": " .. tostring(plugin) end
+  if type(plugin) ~= "table" then
+    return nil, path .. ": a plugin must return a table"
+  end
+  return plugin, nil, env
+end
+
+return M
