@@ -67,14 +67,30 @@ split)
     pin_proxy="taskset -c $PROXY_CPU"
     pin_load="taskset -c $LOAD_CPU"
     ;;
+same)
+    pin_proxy="taskset -c $PROXY_CPU"
+    pin_load="taskset -c $PROXY_CPU"
+    ;;
 none) pin_proxy="" pin_load="" ;;
-*) die "PIN is split or none" ;;
+*) die "PIN is split, same or none" ;;
 esac
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 PIDS=""
+# Stop what we started: SIGTERM, up to 5 s to exit, then SIGKILL.
 cleanup() {
+    local p left
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 1 50); do
+        left=""
+        for p in $PIDS; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    for p in $left; do
+        echo "bench: pid $p ($(cat /proc/$p/comm 2>/dev/null)) ignored SIGTERM for 5 s; killing it" >&2
+        kill -KILL "$p" 2>/dev/null || true
+    done
     for p in $PIDS; do wait "$p" 2>/dev/null || true; done
     if [ "${KEEP_TMP:-0}" = 1 ]; then
         echo "bench: kept $TMP" >&2

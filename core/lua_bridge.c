@@ -330,6 +330,16 @@ static int boot(lua_State *L)
 
     lua_newtable(L); /* services */
     sl_luaopen_json(L);
+    /* Lock the JSON markers: they are shared by every plugin's tables. */
+    static const char *const marks[] = {"array_mt", "object_mt"};
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, -1, marks[i]);
+        if (lua_istable(L, -1)) {
+            lua_pushstring(L, marks[i]);
+            lua_setfield(L, -2, "__metatable");
+        }
+        lua_pop(L, 1);
+    }
     lua_setfield(L, -2, "json");
     sl_luaopen_re(L);
     lua_setfield(L, -2, "re");
@@ -347,9 +357,23 @@ static int boot(lua_State *L)
     lua_pushcclosure(L, secret, 1);
     lua_setfield(L, -2, "secret");
 
+    /* require "sluice.json" (specs, tools) must give the very modules the
+     * runtime uses: json.null and the array marker are identities. */
+    int svc = lua_gettop(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    static const char *const names[] = {"json", "re", "hash", "shared", "time"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "sluice.%s", names[i]);
+        lua_getfield(L, svc, names[i]);
+        lua_setfield(L, -2, key);
+    }
+    lua_pop(L, 2);
+
     lua_getfield(L, rt, "init");
     lua_pushvalue(L, core);
-    lua_pushvalue(L, -3);
+    lua_pushvalue(L, svc);
     lua_call(L, 2, 0);
     lua_pop(L, 2); /* services, core */
 

@@ -1,7 +1,9 @@
-/* spec_runner.c — run busted in an embedded LuaJIT state (see
- * spec_runner.h). */
+/* spec_runner.c — `sluice spec`: busted inside the same LuaJIT state the
+ * gateway's workers use, runtime loaded (see spec_runner.h), so a plugin
+ * spec exercises the real sandbox, schema checker, ctx and services. */
 #include "spec_runner.h"
-#include "lua_services.h"
+#include "config.h"
+#include "lua_bridge.h"
 
 #include <lauxlib.h>
 #include <limits.h>
@@ -25,31 +27,32 @@ int sl_spec_main(int argc, char **argv)
         exe[n] = '\0';
         setenv("SLUICE_BIN", exe, 0); /* specs start this very binary */
     }
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        fprintf(stderr, "sluice spec: cannot create a Lua state\n");
+    char err[512];
+    sl_config cfg;
+    sl_config_defaults(&cfg);
+    sl_lua *lua = sl_lua_new(&cfg, err, sizeof(err));
+    sl_config_free(&cfg);
+    if (!lua) {
+        fprintf(stderr, "sluice spec: %s\n", err);
         return 1;
     }
-    luaL_openlibs(L);
-    /* specs reach the runtime services with require "sluice.json" etc. */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, sl_luaopen_json);
-    lua_setfield(L, -2, "sluice.json");
-    lua_pushcfunction(L, sl_luaopen_re);
-    lua_setfield(L, -2, "sluice.re");
-    lua_pushcfunction(L, sl_luaopen_hash);
-    lua_setfield(L, -2, "sluice.hash");
-    lua_pushcfunction(L, sl_luaopen_shared);
-    lua_setfield(L, -2, "sluice.shared");
-    lua_pop(L, 2);
+    lua_State *L = sl_lua_state(lua);
+    /* The gateway's path holds only the runtime; specs also need busted
+     * and its helpers from the system, and the repository's spec/. */
     const char *home = sl_home();
     lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/?.lua;%s", home,
-                    home, home, lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
+    lua_pushfstring(L,
+                    "%s/lua/?.lua;%s/lua/?/init.lua;%s/?.lua;"
+                    "/usr/local/share/lua/5.1/?.lua;"
+                    "/usr/local/share/lua/5.1/?/init.lua;"
+                    "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua",
+                    home, home, home);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, "/usr/local/lib/lua/5.1/?.so;"
+                      "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;"
+                      "/usr/lib/lua/5.1/?.so");
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
 
     lua_createtable(L, argc, 1);
     lua_pushstring(L, "busted");
@@ -71,11 +74,8 @@ int sl_spec_main(int argc, char **argv)
     int rc = luaL_loadbuffer(L, boot, sizeof(boot) - 1, "=spec");
     if (rc == 0)
         rc = lua_pcall(L, 0, 0, 0);
-    if (rc != 0) {
+    if (rc != 0)
         fprintf(stderr, "sluice spec: %s\n", lua_tostring(L, -1));
-        lua_close(L);
-        return 1;
-    }
-    lua_close(L);
-    return 0;
+    sl_lua_free(lua);
+    return rc != 0;
 }

@@ -94,7 +94,7 @@ local function compile_item(doc, f, list, i, item)
     return fail(".config." .. e[1], e[2], line_of_path(f.lines, raw, e[1]))
   end
   if plugin.init then
-    local iok, ierr = core.call_plugin(plugin.init, doc.time_budget, conf)
+    local iok, ierr = sandbox.call(plugin.init, doc.time_budget, conf)
     if not iok then return fail(".name", "init failed: " .. tostring(ierr)) end
   end
   return {
@@ -153,7 +153,7 @@ local function run(chain, phase, ctx, st, a1, a2)
   for i = 1, #list do
     local e = list[i]
     st.current, st.current_index = e.name, e.order
-    local ok, res = core.call_plugin(e.plugin[phase], budget, ctx, e.conf, a1, a2)
+    local ok, res = sandbox.call(e.plugin[phase], budget, ctx, e.conf, a1, a2)
     if not ok then
       core.log("error", ("plugin %s failed in %s: %s"):format(e.name, phase, tostring(res)))
       if not e.fail_open then

@@ -49,8 +49,10 @@ local function pattern_cost(pat, len)
   return (len + 1) ^ (q + (anchored and 0 or 1))
 end
 
+local depth = 0 -- > 0 while plugin code runs
+
 local function guard(s, pat, plain)
-  if plain or type(s) ~= "string" or type(pat) ~= "string" then return end
+  if depth == 0 or plain or type(s) ~= "string" or type(pat) ~= "string" then return end
   if #s > 64 and pattern_cost(pat, #s) > PATTERN_COST_LIMIT then
     error("Lua pattern too costly for a " .. #s ..
       "-byte string; use sluice.re for long text", 3)
@@ -109,6 +111,14 @@ end
 
 local safe_os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
 
+-- Run plugin code under its budget: true, result or false, error.
+function M.call(fn, budget, ...)
+  depth = depth + 1
+  local ok, res = core.call_plugin(fn, budget, ...)
+  depth = depth - 1
+  return ok, res
+end
+
 -- Register a runtime service under sluice.NAME (called once at start-up).
 function M.service(name, mod)
   services[name] = mod
@@ -129,7 +139,17 @@ local function sluice_view(plugin_name)
   end
   local api = {}
   for k, v in pairs(services) do
-    api[k] = type(v) == "table" and readonly(v, "sluice." .. k) or v
+    if type(v) == "table" then
+      local view = {}
+      for fk, fv in pairs(v) do
+        -- the JSON markers stay inside the runtime: plugins use
+        -- json.empty_array() and never hold the shared metatables
+        if fk ~= "array_mt" and fk ~= "object_mt" then view[fk] = fv end
+      end
+      api[k] = readonly(view, "sluice." .. k)
+    else
+      api[k] = v
+    end
   end
   api.log = readonly(log, "sluice.log")
   return readonly(api, "sluice")
@@ -170,7 +190,7 @@ function M.load(name, path, code, time_budget)
   local env = M.env(name)
   setfenv(fn, env)
   jit.off(fn, true) -- hooks must fire in every function the plugin defines
-  local ok, plugin = core.call_plugin(fn, time_budget)
+  local ok, plugin = M.call(fn, time_budget)
   if not ok then return nil, path .. ": " .. tostring(plugin) end
   if type(plugin) ~= "table" then
     return nil, path .. ": a plugin must return a table"
