@@ -27,7 +27,6 @@ run: build
 	./$(BUILD)/sluice run -c sluice.yaml
 
 test: build
-	@sh scripts/deps.sh --test
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
 # The end-to-end suite with sluice under valgrind's leak checker.

@@ -14,23 +14,34 @@
 # connection count in $CONNS, for $ROUNDS interleaved rounds (direct, nginx,
 # sluice, direct, ...). The median round is reported.
 #
-# Pinning (PIN=split, the default). Two cores, three busy processes:
-#   CPU $PROXY_CPU  the proxy under test (nginx's worker or sluice's worker
-#                   thread), alone;
-#   CPU $LOAD_CPU   wrk (one thread) and the mock.
-# The two proxies get the same CPU, the same neighbour and the same load,
-# and the proxy never competes with the load generator for cycles, so its
-# numbers move less from run to run than unpinned (PIN=none), where the
-# scheduler shuffles three processes over two cores. The price: wrk and the
-# mock share a core, so "direct" is what that core can drive with no proxy,
-# and it caps the proxied rates too. That is why the script also reports
-# the CPU time each proxy spends per request (from /proc/PID/stat, all
-# threads): it measures proxy cost even when the proxy is not the
-# bottleneck (its CPU% column then stays below ~95%).
-# PIN=none runs everything unpinned, for comparison.
+# Pinning (PIN=auto, the default). Two cores, three busy processes (wrk,
+# proxy, mock); the proxy under test (nginx's one worker, or sluice's one
+# worker thread) always runs on CPU $PROXY_CPU, and nginx and sluice always
+# get exactly the same placement and the same neighbours:
+#   many connections (50): "split" — the proxy alone on $PROXY_CPU, wrk (one
+#       thread) and the mock together on $LOAD_CPU. The proxy never competes
+#       with the load generator, so its rate moves less from run to run than
+#       unpinned, where the scheduler shuffles three processes over two
+#       cores. The price: wrk and the mock share a core, so "direct" is what
+#       that core can drive with no proxy, and it also caps the proxied
+#       rates. So the script also reports the CPU time each proxy spends per
+#       request (from /proc/PID/stat, all threads), which measures the
+#       proxy's cost even when it is not the bottleneck (its CPU% column
+#       then stays well below 100).
+#   one connection: "same" — wrk, proxy and mock all on $PROXY_CPU. One
+#       request in flight is a serial chain of four hand-offs; on this VM
+#       each wake-up of an idle other core costs ~15-30 us (halt exit/IPI),
+#       which in "split" added ~60 us per proxied request for nginx and
+#       sluice alike and made p99 jump to milliseconds. On one core the
+#       added p50 is the proxy's own path length (syscalls + work), which is
+#       what the 20 us target is about; unpinned, the kernel's wake-affine
+#       logic lands on the same placement anyway (measured: same p50s).
+#   streams: first-event latency placed like one connection, stream
+#       throughput like many connections (a pipeline mock -> proxy -> client).
+# PIN=split, PIN=same or PIN=none force one placement for every case.
 #
 # Knobs (environment): DURATION (s per measured run, 8), WARMUP (s per target
-# before the rounds, 2), ROUNDS (3), CONNS ("50 1"), PIN (split|none),
+# before the rounds, 2), ROUNDS (3), CONNS ("50 1"), PIN (auto|split|same|none),
 # PROXY_CPU (1), LOAD_CPU (0), STREAM (1; 0 skips the streaming case),
 # SLUICE_BIN (./build/sluice from the repo root), NGINX_BIN (/usr/sbin/nginx),
 # KEEP_TMP (1 keeps the temp dir with configs and logs).
@@ -47,11 +58,12 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"50 1"}
-PIN=${PIN:-split}
+PIN=${PIN:-auto}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 STREAM=${STREAM:-1}
 TARGETS="direct nginx sluice"
+HZ=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -61,37 +73,59 @@ case $SLUICE_BIN in /*) ;; *) SLUICE_BIN=$ROOT/$SLUICE_BIN ;; esac
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
 command -v curl >/dev/null || die "curl not found"
 case $PIN in
-split)
-    NCPU=$(nproc)
-    [ "$NCPU" -ge 2 ] || die "PIN=split needs 2 CPUs; use PIN=none"
-    pin_proxy="taskset -c $PROXY_CPU"
-    pin_load="taskset -c $LOAD_CPU"
+auto | split | same)
+    [ "$(nproc)" -ge 2 ] || die "PIN=$PIN needs 2 CPUs; use PIN=none"
+    command -v taskset >/dev/null || die "taskset not found (util-linux)"
     ;;
-same)
-    pin_proxy="taskset -c $PROXY_CPU"
-    pin_load="taskset -c $PROXY_CPU"
-    ;;
-none) pin_proxy="" pin_load="" ;;
-*) die "PIN is split, same or none" ;;
+none) ;;
+*) die "PIN is auto, split, same or none" ;;
 esac
+pin_proxy=""
+[ "$PIN" != none ] && pin_proxy="taskset -c $PROXY_CPU"
+pin_load=""
+
+# place CONNS: pin the mock (a running process, all threads) and set the
+# prefix the load generator runs under, for a case at CONNS connections.
+place() {
+    local mode=$PIN cpu
+    if [ "$mode" = auto ]; then
+        if [ "$1" -gt 1 ]; then mode=split; else mode=same; fi
+    fi
+    case $mode in
+    split) cpu=$LOAD_CPU ;;
+    same) cpu=$PROXY_CPU ;;
+    none) pin_load=""; PLACED=none; return 0 ;;
+    esac
+    taskset -a -p -c "$cpu" "$MOCK_PID" >/dev/null
+    pin_load="taskset -c $cpu"
+    PLACED=$mode
+}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 PIDS=""
-# Stop what we started: SIGTERM, up to 5 s to exit, then SIGKILL.
+# Whether PID runs (a zombie, exited but not yet reaped, does not).
+alive() {
+    local st
+    st=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+
+# Stop what we started, proxies before the mock: SIGTERM, up to 5 s to
+# exit, then SIGKILL (saying how much CPU it burnt meanwhile: a process
+# spinning instead of draining shows ~500 ticks).
 cleanup() {
-    local p left
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-    for _ in $(seq 1 50); do
-        left=""
-        for p in $PIDS; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
-        [ -z "$left" ] && break
-        sleep 0.1
+    local p left t0 order=""
+    for p in $PIDS; do order="$p $order"; done
+    for p in $order; do
+        t0=$(cpu_ticks "$p")
+        kill "$p" 2>/dev/null || true
+        for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
+        if alive "$p"; then
+            echo "bench: pid $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)) still running 5 s after SIGTERM, $(($(cpu_ticks "$p") - t0)) CPU ticks (of $HZ/s) meanwhile; killing it" >&2
+            kill -KILL "$p" 2>/dev/null || true
+        fi
+        wait "$p" 2>/dev/null || true
     done
-    for p in $left; do
-        echo "bench: pid $p ($(cat /proc/$p/comm 2>/dev/null)) ignored SIGTERM for 5 s; killing it" >&2
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
     if [ "${KEEP_TMP:-0}" = 1 ]; then
         echo "bench: kept $TMP" >&2
     else
@@ -123,7 +157,7 @@ free_port() {
 wait_port() {
     local port=$1 pid=$2 name=$3
     for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited; see its log in $TMP (KEEP_TMP=1)"
+        alive "$pid" || die "$name exited; see its log in $TMP (KEEP_TMP=1)"
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
         sleep 0.05
     done
@@ -141,14 +175,13 @@ cpu_ticks() {
     done
     echo "$t"
 }
-HZ=$(getconf CLK_TCK)
 
 MOCK_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 NGINX_SSE_PORT=$(free_port)
 SLUICE_PORT=$(free_port)
 
-$pin_load "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
+$pin_proxy "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
     >"$TMP/mock.log" 2>&1 &
 MOCK_PID=$!
 PIDS="$PIDS $MOCK_PID"
@@ -256,7 +289,7 @@ port_of() {
 # The processes whose CPU time is "the proxy" for a target.
 proxy_pids() {
     case $1 in
-    direct) echo "$MOCK_PID" ;;
+    direct) ;;
     nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
     sluice) echo "$SLUICE_PID" ;;
     esac
@@ -273,39 +306,56 @@ done
 
 # ---- the request/response rounds -------------------------------------------
 
+# Other work on the machine skews everything: sample it for a second.
+busy_pct() {
+    local a b
+    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    echo "$a $b" | awk '{d = $4 - $2; printf "%.0f", d ? 100 * ($3 - $1) / d : 0}'
+}
+BUSY_BEFORE=$(busy_pct)
+if [ "$BUSY_BEFORE" -gt 10 ]; then
+    echo "bench: warning: the machine is ${BUSY_BEFORE}% busy before the run; numbers will be low and noisy" >&2
+fi
+
 RAW=$TMP/raw.txt
 : >"$RAW"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 echo "# sluice bench $STAMP: $(nproc) CPUs, PIN=$PIN, rounds=$ROUNDS x ${DURATION}s, conns=$CONNS" >&2
 
-# run_wrk TARGET CONNS SECONDS -> the BENCH_RESULT line, plus the proxy's CPU
+# run_wrk TARGET CONNS SECONDS -> wrk's BENCH_RESULT line plus the CPU ticks
+# the proxy (none for direct) and the mock spent meanwhile
 run_wrk() {
-    local t=$1 c=$2 d=$3 pids before after out
+    local t=$1 c=$2 d=$3 pids p0 p1 m0 m1 out
     pids=$(proxy_pids "$t")
-    before=$(cpu_ticks $pids)
+    p0=$(cpu_ticks $pids) m0=$(cpu_ticks "$MOCK_PID")
     out=$($pin_load wrk -t1 -c"$c" -d"${d}s" --timeout 5s -s "$BENCH/chat.lua" \
         "http://127.0.0.1:$(port_of "$t")" | grep '^BENCH_RESULT') ||
         die "wrk against $t failed"
-    after=$(cpu_ticks $pids)
-    echo "$out cpu_ticks=$((after - before)) hz=$HZ"
+    p1=$(cpu_ticks $pids) m1=$(cpu_ticks "$MOCK_PID")
+    echo "$out cpu_ticks=$((p1 - p0)) mock_ticks=$((m1 - m0)) hz=$HZ"
 }
 
+place 50
 for t in $TARGETS; do
     run_wrk "$t" 50 "$WARMUP" >/dev/null
 done
 
 for r in $(seq 1 "$ROUNDS"); do
     for c in $CONNS; do
+        place "$c"
         for t in $TARGETS; do
             line=$(run_wrk "$t" "$c" "$DURATION")
             # rps, latencies and proxy CPU per request out of wrk's line
-            res=$(echo "$line" | awk -v t="$t" -v c="$c" -v r="$r" '{
+            res=$(echo "$line" | awk -v t="$t" -v c="$c" -v r="$r" -v pin="$PLACED" '{
                 for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                 secs = v["duration_us"] / 1e6
-                cpu = v["cpu_ticks"] / v["hz"]
-                printf "RESULT target=%s conns=%d round=%d rps=%.0f p50_us=%.0f p99_us=%.0f errors=%d non2xx=%d cpu_pct=%.0f cpu_us_per_req=%.2f\n",
+                cpu = v["cpu_ticks"] / v["hz"]; mock = v["mock_ticks"] / v["hz"]
+                n = v["requests"] ? v["requests"] : 1
+                printf "RESULT target=%s conns=%d round=%d rps=%.0f p50_us=%.0f p99_us=%.0f errors=%d non2xx=%d cpu_pct=%.0f cpu_us_per_req=%.2f mock_cpu_us_per_req=%.2f pin=%s\n",
                     t, c, r, v["rps"], v["p50_us"], v["p99_us"], v["errors"], v["non2xx"],
-                    100 * cpu / secs, v["requests"] ? 1e6 * cpu / v["requests"] : 0
+                    100 * cpu / secs, 1e6 * cpu / n, 1e6 * mock / n, pin
             }')
             echo "$res" | tee -a "$RAW" >&2
         done
@@ -322,10 +372,14 @@ if [ "$STREAM" = 1 ]; then
             for t in direct nginx sluice; do
                 port=$(port_of "$t")
                 [ "$t" = nginx ] && port=$NGINX_SSE_PORT
-                # first event: 8 events 5 ms apart, 10 streams per round
+                # first event: 8 events 5 ms apart, 10 streams per round;
+                # one stream in flight, placed like the 1-connection case
+                place 1
                 $pin_load lua "$BENCH/sse.lua" 127.0.0.1 "$port" ttfe 10 8 5 |
                     sed "s/^SSE /SSE target=$t round=$r kind=ttfe /" >>"$RAW"
-                # throughput: 20000 events back to back, 3 streams per round
+                # throughput: 20000 events back to back, 3 streams per round;
+                # a pipeline mock -> proxy -> client, placed like 50 conns
+                place 50
                 $pin_load lua "$BENCH/sse.lua" 127.0.0.1 "$port" tput 3 20000 0 |
                     sed "s/^SSE /SSE target=$t round=$r kind=tput /" >>"$RAW"
             done
@@ -335,13 +389,15 @@ if [ "$STREAM" = 1 ]; then
     fi
 fi
 
+BUSY_AFTER=$(busy_pct)
+
 # ---- memory ----------------------------------------------------------------
 
 vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 SLUICE_HWM=$(vmhwm_kb "$SLUICE_PID")
 NGINX_HWM=$(vmhwm_kb "$NGINX_WORKER")
 MOCK_HWM=$(vmhwm_kb "$MOCK_PID")
-kill -0 "$SLUICE_PID" 2>/dev/null || die "sluice died during the run"
+alive "$SLUICE_PID" || die "sluice died during the run"
 
 # ---- report ----------------------------------------------------------------
 
@@ -352,7 +408,8 @@ OUT_TXT=$BENCH/results/$STAMP.txt
 awk -v conns="$CONNS" -v rounds="$ROUNDS" -v dur="$DURATION" -v pin="$PIN" \
     -v stamp="$STAMP" -v shwm="$SLUICE_HWM" -v nhwm="$NGINX_HWM" \
     -v mhwm="$MOCK_HWM" -v sse_ok="$SSE_OK" -v md="$OUT_MD" -v txt="$OUT_TXT" \
-    -v ncpu="$(nproc)" -v kernel="$(uname -r)" '
+    -v ncpu="$(nproc)" -v kernel="$(uname -r)" -v busy0="$BUSY_BEFORE" \
+    -v busy1="$BUSY_AFTER" -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" '
 function median(key,    n, i, j, tmp, a) {
     n = cnt[key]
     if (n == 0) return -1
@@ -375,7 +432,7 @@ $1 == "RESULT" {
     k = kv["target"] SUBSEP kv["conns"]
     add(k SUBSEP "rps", kv["rps"]); add(k SUBSEP "p50", kv["p50_us"])
     add(k SUBSEP "p99", kv["p99_us"]); add(k SUBSEP "cpu", kv["cpu_pct"])
-    add(k SUBSEP "cpr", kv["cpu_us_per_req"])
+    add(k SUBSEP "cpr", kv["cpu_us_per_req"]); add(k SUBSEP "mcpr", kv["mock_cpu_us_per_req"])
     err[k] += kv["errors"] + kv["non2xx"]
     print $0 >> txt
 }
@@ -394,40 +451,44 @@ END {
     nc = split(conns, C, " ")
     row("### sluice bench " stamp)
     row("")
-    row(sprintf("%d CPUs, Linux %s, PIN=%s; median of %d interleaved rounds x %ds; POST /v1/chat/completions, ~1 KB body.", ncpu, kernel, pin, rounds, dur))
+    row(sprintf("%d CPUs, Linux %s; median of %d interleaved rounds x %ds; POST /v1/chat/completions, ~1 KB body; wrk -t1.", ncpu, kernel, rounds, dur))
+    if (pin == "auto")
+        row(sprintf("Pinning: proxy on CPU %d always; 50 conns: wrk + mock on CPU %d; 1 conn: all on CPU %d. Other load on the machine: %d%% before, %d%% after.", pcpu, lcpu, pcpu, busy0, busy1))
+    else
+        row(sprintf("Pinning: PIN=%s. Other load on the machine: %d%% before, %d%% after.", pin, busy0, busy1))
     row("")
-    row("| target | conns | req/s | p50 µs | p99 µs | proxy CPU % | proxy CPU µs/req | errors |")
-    row("|---|---:|---:|---:|---:|---:|---:|---:|")
+    row("| target | conns | req/s | p50 µs | p99 µs | proxy CPU % | proxy CPU µs/req | mock CPU µs/req | errors |")
+    row("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (ci = 1; ci <= nc; ci++) for (ti = 1; ti <= nt; ti++) {
         t = T[ti]; c = C[ci]; k = t SUBSEP c
         if (!cnt[k SUBSEP "rps"]) continue
         m_rps[t, c] = median(k SUBSEP "rps"); m_p50[t, c] = median(k SUBSEP "p50")
         m_p99[t, c] = median(k SUBSEP "p99"); m_cpr[t, c] = median(k SUBSEP "cpr")
-        m_cpu[t, c] = median(k SUBSEP "cpu")
-        row(sprintf("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %d |", t, c,
+        m_cpu[t, c] = median(k SUBSEP "cpu"); m_mcpr[t, c] = median(k SUBSEP "mcpr")
+        row(sprintf("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %.2f | %d |", t, c,
             m_rps[t, c], m_p50[t, c], m_p99[t, c],
-            t == "direct" ? "(mock) " sprintf("%.0f", m_cpu[t, c]) : sprintf("%.0f", m_cpu[t, c]),
-            t == "direct" ? "(mock) " sprintf("%.2f", m_cpr[t, c]) : sprintf("%.2f", m_cpr[t, c]),
-            err[k]))
-        both(sprintf("BENCH target=%s conns=%d rps=%.0f p50_us=%.0f p99_us=%.0f cpu_pct=%.0f cpu_us_per_req=%.2f errors=%d rounds=%d duration_s=%d pin=%s",
-            t, c, m_rps[t, c], m_p50[t, c], m_p99[t, c], m_cpu[t, c], m_cpr[t, c], err[k], rounds, dur, pin))
+            t == "direct" ? "-" : sprintf("%.0f", m_cpu[t, c]),
+            t == "direct" ? "-" : sprintf("%.2f", m_cpr[t, c]),
+            m_mcpr[t, c], err[k]))
+        both(sprintf("BENCH target=%s conns=%d rps=%.0f p50_us=%.0f p99_us=%.0f cpu_pct=%.0f cpu_us_per_req=%.2f mock_cpu_us_per_req=%.2f errors=%d rounds=%d duration_s=%d pin=%s",
+            t, c, m_rps[t, c], m_p50[t, c], m_p99[t, c], m_cpu[t, c], m_cpr[t, c], m_mcpr[t, c], err[k], rounds, dur, pin))
     }
     row("")
     row("| ratio | value | target |")
     row("|---|---:|---|")
     for (ci = 1; ci <= nc; ci++) {
-        c = C[ci]
+        c = C[ci]; cs = c == 1 ? "1 conn" : c " conns"
         if (m_rps["nginx", c] > 0 && m_rps["sluice", c] > 0) {
             v = m_rps["sluice", c] / m_rps["nginx", c]
-            row(sprintf("| sluice/nginx req/s, %d conns | %.3f | %s |", c, v, c == 50 ? ">= 0.9" : ""))
+            row(sprintf("| sluice/nginx req/s, %s | %.3f | %s |", cs, v, c == 50 ? ">= 0.9" : ""))
             both(sprintf("BENCH ratio=sluice_over_nginx_rps conns=%d value=%.3f", c, v))
             v = m_cpr["sluice", c] / m_cpr["nginx", c]
-            row(sprintf("| sluice/nginx proxy CPU per request, %d conns | %.3f | |", c, v))
+            row(sprintf("| sluice/nginx proxy CPU per request, %s | %.3f | |", cs, v))
             both(sprintf("BENCH ratio=sluice_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
         }
         if (m_rps["direct", c] > 0 && m_rps["sluice", c] > 0) {
             v = m_rps["sluice", c] / m_rps["direct", c]
-            row(sprintf("| sluice/direct req/s, %d conns | %.3f | |", c, v))
+            row(sprintf("| sluice/direct req/s, %s | %.3f | |", cs, v))
             both(sprintf("BENCH ratio=sluice_over_direct_rps conns=%d value=%.3f", c, v))
         }
         if (c == 1 && m_rps["direct", 1] > 0) {

@@ -181,11 +181,12 @@ static int parse_listen(checker *ck, const sl_node *n, const char *key,
     return 0;
 }
 
-static int get_dirs(checker *ck, const sl_node *n, const char *key,
-                    char ***out, int *count)
+static int get_list(checker *ck, const sl_node *n, const char *key,
+                    char ***out, int *count, int paths)
 {
     if (n->type != SL_NODE_SEQ)
-        return fail(ck, n, key, "expected a list of folders");
+        return fail(ck, n, key, paths ? "expected a list of folders"
+                                       : "expected a list of names");
     char **dirs = calloc((size_t)n->n + 1, sizeof(char *));
     if (!dirs)
         return SL_ENOMEM;
@@ -199,11 +200,23 @@ static int get_dirs(checker *ck, const sl_node *n, const char *key,
         char k[64];
         snprintf(k, sizeof(k), "%s[%d]", key, i);
         if (get_str(ck, d, k, &dirs[i]) < 0 ||
-            resolve_path(ck->file, &dirs[i]) < 0)
+            (paths && resolve_path(ck->file, &dirs[i]) < 0))
             return SL_ECONFIG;
         *count = i + 1;
     }
     return 0;
+}
+
+static int get_dirs(checker *ck, const sl_node *n, const char *key,
+                    char ***out, int *count)
+{
+    return get_list(ck, n, key, out, count, 1);
+}
+
+static int get_names(checker *ck, const sl_node *n, const char *key,
+                     char ***out, int *count)
+{
+    return get_list(ck, n, key, out, count, 0);
 }
 
 void sl_config_defaults(sl_config *c)
@@ -229,13 +242,14 @@ void sl_config_defaults(sl_config *c)
         c->nsecret_dirs = 1;
     c->lua_time_budget = 100;
     c->lua_memory_budget = 64u << 20;
+    c->lua_memory_limit = 128u << 20;
 }
 
 static int parse_config(checker *ck, const sl_node *root, sl_config *c)
 {
     static const char *const known[] = {
         "workers", "listen", "policy_dir", "limits", "timeouts", "upstream",
-        "log", "mock", "plugin_dirs", "secret_dirs", "lua", NULL};
+        "log", "mock", "plugin_dirs", "secret_dirs", "secret_env", "lua", NULL};
     if (check_keys(ck, root, "", known) < 0)
         return SL_ECONFIG;
     const sl_node *n;
@@ -369,8 +383,12 @@ static int parse_config(checker *ck, const sl_node *root, sl_config *c)
     if ((n = sl_node_get(root, "secret_dirs")) &&
         get_dirs(ck, n, "secret_dirs", &c->secret_dirs, &c->nsecret_dirs) < 0)
         return SL_ECONFIG;
+    if ((n = sl_node_get(root, "secret_env")) &&
+        get_names(ck, n, "secret_env", &c->secret_env, &c->nsecret_env) < 0)
+        return SL_ECONFIG;
     if ((n = sl_node_get(root, "lua"))) {
-        static const char *const k[] = {"time_budget", "memory_budget", NULL};
+        static const char *const k[] = {"time_budget", "memory_budget",
+                                        "memory_limit", NULL};
         const sl_node *m;
         if (check_keys(ck, n, "lua", k) < 0)
             return SL_ECONFIG;
@@ -379,6 +397,9 @@ static int parse_config(checker *ck, const sl_node *root, sl_config *c)
             return SL_ECONFIG;
         if ((m = sl_node_get(n, "memory_budget")) &&
             get_size(ck, m, "lua.memory_budget", &c->lua_memory_budget) < 0)
+            return SL_ECONFIG;
+        if ((m = sl_node_get(n, "memory_limit")) &&
+            get_size(ck, m, "lua.memory_limit", &c->lua_memory_limit) < 0)
             return SL_ECONFIG;
     }
     if ((n = sl_node_get(root, "mock"))) {
@@ -401,8 +422,10 @@ int sl_config_load(const char *path, sl_config *c, char *err, size_t errlen)
     checker ck = {path, err, errlen};
     sl_config_defaults(c);
     int rc = sl_yaml_load(path, &root, err, errlen);
-    if (rc < 0)
+    if (rc < 0) {
+        sl_config_free(c);
         return rc;
+    }
     c->path = strdup(path);
     rc = c->path ? parse_config(&ck, root, c) : SL_ENOMEM;
     sl_node_free(root);
@@ -435,6 +458,9 @@ void sl_config_free(sl_config *c)
     for (int i = 0; i < c->nsecret_dirs; i++)
         free(c->secret_dirs[i]);
     free(c->secret_dirs);
+    for (int i = 0; i < c->nsecret_env; i++)
+        free(c->secret_env[i]);
+    free(c->secret_env);
     memset(c, 0, sizeof(*c));
 }
 

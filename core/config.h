@@ -54,6 +54,9 @@ typedef struct sl_config {
     int nplugin_dirs;
     char **secret_dirs;             /* where file: secrets may live */
     int nsecret_dirs;
+    char **secret_env;              /* env: secrets plugins may read */
+    int nsecret_env;
+    uint64_t lua_memory_limit;      /* bytes a worker's Lua state may hold */
     uint64_t lua_time_budget;       /* ms one plugin call may run */
     uint64_t lua_memory_budget;     /* bytes one plugin call may add */
 } sl_config;

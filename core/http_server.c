@@ -73,6 +73,7 @@ struct sl_http_conn {
     uint8_t in_process;
     uint8_t again;
     uint8_t fresh;   /* no request started yet: the accept timer runs */
+    uint8_t detached; /* off the server's list; the socket may linger */
     uint32_t trailer_bytes;
     int handles_open;
     sl_http_req req;
@@ -80,6 +81,7 @@ struct sl_http_conn {
 
 static const sl_stream_cbs stream_cbs;
 static void conn_close(sl_http_conn *c);
+static void conn_close_gracefully(sl_http_conn *c);
 static void process(sl_http_conn *c);
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -155,7 +157,8 @@ static void write_error(sl_http_conn *c, int status, const char *type,
     if (c->req.id[0])
         sl_buf_printf(&c->out, "x-request-id: %s\r\n", c->req.id);
     sl_buf_append(&c->out, "\r\n", 2);
-    sl_buf_append(&c->out, body, (size_t)bl);
+    if (c->req.method != HTTP_HEAD || !c->headers_done)
+        sl_buf_append(&c->out, body, (size_t)bl);
 }
 
 static void flush_out(sl_http_conn *c)
@@ -181,10 +184,8 @@ static void reject(sl_http_conn *c, int status, const char *code,
     write_error(c, status, "invalid_request_error", code, message, 1);
     if (c->srv->h.on_rejected)
         c->srv->h.on_rejected(&c->req, code, c->srv->h.data);
-    c->state = ST_CLOSING;
-    uv_timer_stop(&c->timer);
     flush_out(c);
-    sl_stream_close_after_write(&c->stream);
+    conn_close_gracefully(c);
 }
 
 /* ---- llhttp callbacks --------------------------------------------------- */
@@ -406,14 +407,21 @@ static int on_message_complete(llhttp_t *p)
 
 /* ---- parsing ------------------------------------------------------------ */
 
-/* Index of the first LF not preceded by CR, or -1. */
-static long find_bare_lf(const sl_http_conn *c, const char *p, size_t n)
+/* In the request head: the index of the first byte that breaks RFC 9112's
+ * line rules, or -1. That is an LF not preceded by CR (§2.2), or a space
+ * or tab that starts a line: obs-fold (§5.2) or whitespace before the first
+ * header (§2.2). llhttp accepts all three quietly. */
+static long find_head_violation(const sl_http_conn *c, const char *p, size_t n)
 {
+    if (n > 0 && c->last_byte == '\n' && (p[0] == ' ' || p[0] == '\t'))
+        return 0;
     const char *q = p;
     while ((q = memchr(q, '\n', n - (size_t)(q - p)))) {
         char prev = q == p ? c->last_byte : q[-1];
         if (prev != '\r')
             return q - p;
+        if (q + 1 < p + n && (q[1] == ' ' || q[1] == '\t'))
+            return q + 1 - p;
         q++;
     }
     return -1;
@@ -438,7 +446,7 @@ static size_t parse(sl_http_conn *c, const char *p, size_t n)
         size_t chunk = n - done;
         int bare = 0;
         if (!c->headers_done) {
-            long i = find_bare_lf(c, at, chunk);
+            long i = find_head_violation(c, at, chunk);
             if (i >= 0) {
                 chunk = (size_t)i;
                 bare = 1;
@@ -467,9 +475,13 @@ static size_t parse(sl_http_conn *c, const char *p, size_t n)
         }
         if (bare) {
             if (!c->headers_done) {
-                /* RFC 9112 §2.2: a bare LF is how smuggling starts. */
-                reject(c, 400, "invalid_request",
-                       "bare LF in the request head");
+                /* Lax line rules are how request smuggling starts. */
+                if (at[chunk] == '\n')
+                    reject(c, 400, "invalid_request",
+                           "bare LF in the request head");
+                else
+                    reject(c, 400, "invalid_header",
+                           "folded or indented header line");
                 return n;
             }
             /* The LF belongs to the body: parse on without scanning. */
@@ -566,7 +578,6 @@ static void handle_closed(sl_http_conn *c)
 {
     if (--c->handles_open > 0)
         return;
-    sl_http_server *srv = c->srv;
     sl_buf_release(&c->head);
     sl_buf_release(&c->out);
     sl_buf_release(&c->pending);
@@ -574,7 +585,6 @@ static void handle_closed(sl_http_conn *c)
     free(c->hdrs);
     free(c->offs);
     free(c);
-    maybe_drain_done(srv);
 }
 
 static void on_stream_close(sl_stream *s)
@@ -595,15 +605,14 @@ static const sl_stream_cbs stream_cbs = {
     .on_close = on_stream_close,
 };
 
-static void conn_close(sl_http_conn *c)
+/* Take c off the server's books: it no longer counts for draining and its
+ * timer is closed. The socket may still be finishing a lingering close. */
+static void conn_detach(sl_http_conn *c)
 {
-    if (c->stream.closing)
+    if (c->detached)
         return;
+    c->detached = 1;
     sl_http_server *srv = c->srv;
-    int owned = c->state == ST_HANDLING;
-    c->state = ST_CLOSING;
-    if (owned && srv->h.on_abort)
-        srv->h.on_abort(&c->req, srv->h.data);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -613,7 +622,26 @@ static void conn_close(sl_http_conn *c)
     srv->nconns--;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_timer_close);
+    maybe_drain_done(srv);
+}
+
+static void conn_close(sl_http_conn *c)
+{
+    sl_http_server *srv = c->srv;
+    int owned = c->state == ST_HANDLING;
+    c->state = ST_CLOSING;
+    if (owned && srv->h.on_abort)
+        srv->h.on_abort(&c->req, srv->h.data);
+    conn_detach(c);
     sl_stream_close(&c->stream);
+}
+
+/* The answer is queued: send it, then close without losing it. */
+static void conn_close_gracefully(sl_http_conn *c)
+{
+    c->state = ST_CLOSING;
+    conn_detach(c);
+    sl_stream_close_after_write(&c->stream);
 }
 
 static void idle_timeout(uv_timer_t *t)
@@ -957,12 +985,11 @@ void sl_http_response_end(sl_http_req *r)
     flush_out(c);
     reset_for_next(c);
     if (c->stream.closing) {
-        c->state = ST_CLOSING;
+        conn_close(c);
         return;
     }
     if (!keep) {
-        c->state = ST_CLOSING;
-        sl_stream_close_after_write(&c->stream);
+        conn_close_gracefully(c);
         return;
     }
     c->state = ST_IDLE;

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <sys/time.h>
 
-#define HOOK_EVERY 1000 /* instructions between budget checks */
+#define HOOK_EVERY 200 /* instructions between budget checks */
 
 struct sl_lua {
     lua_State *L;
@@ -29,6 +29,7 @@ struct sl_lua {
     size_t mem_limit;     /* 0, or the ceiling during a plugin call */
     uint64_t mem_budget;  /* bytes one plugin call may add */
     uint64_t time_budget; /* default ms per plugin call */
+    size_t mem_cap;       /* the most the whole state may hold */
     uint64_t deadline_ns;
     int exceeded;
     char budget_msg[96];
@@ -36,6 +37,8 @@ struct sl_lua {
     int anchor_ref; /* a table keeping the last filtered body piece alive */
     char **secret_dirs;
     int nsecret_dirs;
+    char **secret_env;
+    int nsecret_env;
 };
 
 static __thread sl_lua *hook_owner; /* the state whose plugin is running */
@@ -69,6 +72,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     if (lua->exceeded || sl_now_ns() > lua->deadline_ns) {
         /* Keep raising: a plugin's own pcall must not outlive its budget
          * (the sandbox's pcall re-raises too). */
+        if (!lua->exceeded) /* from now on, every instruction raises */
+            lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
         lua->exceeded = 1;
         lua_pushstring(L, lua->budget_msg);
         lua_error(L);
@@ -88,8 +93,17 @@ static int core_call_plugin(lua_State *L)
     size_t saved_limit = lua->mem_limit;
     hook_owner = lua;
     lua->exceeded = 0;
+    /* Garbage counts against the state's ceiling: collect it before a
+     * plugin call would find the state nearly full. */
+    if (lua->mem_total > lua->mem_cap / 2)
+        lua_gc(L, LUA_GCCOLLECT, 0);
     lua->deadline_ns = sl_now_ns() + (uint64_t)(ms * 1e6);
+    /* Per call, and for the state as a whole: a plugin that hoards a
+     * little on every request must hit a wall too. */
     lua->mem_limit = lua->mem_total + lua->mem_budget;
+    if (lua->mem_limit > lua->mem_cap)
+        lua->mem_limit = lua->mem_cap > lua->mem_total ? lua->mem_cap
+                                                       : lua->mem_total;
     snprintf(lua->budget_msg, sizeof(lua->budget_msg),
              "plugin exceeded its time budget (%.0f ms)", ms);
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
@@ -102,6 +116,22 @@ static int core_call_plugin(lua_State *L)
     lua_pushboolean(L, rc == 0);
     lua_insert(L, -2);
     return 2;
+}
+
+/* core.check_budget(): raise when the running plugin is past its
+ * deadline. Plugins reach C services through wrappers that call this
+ * first, so a loop of expensive C calls (which the count hook never sees)
+ * overruns by one call at most. */
+static int core_check_budget(lua_State *L)
+{
+    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua->deadline_ns &&
+        (lua->exceeded || sl_now_ns() > lua->deadline_ns)) {
+        lua->exceeded = 1;
+        lua_pushstring(L, lua->budget_msg);
+        return lua_error(L);
+    }
+    return 0;
 }
 
 static int core_over_budget(lua_State *L)
@@ -153,6 +183,14 @@ static int secret(lua_State *L)
     sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
     const char *ref = luaL_checkstring(L, 1);
     if (strncmp(ref, "env:", 4) == 0) {
+        int listed = 0;
+        for (int i = 0; i < lua->nsecret_env; i++)
+            listed |= strcmp(lua->secret_env[i], ref + 4) == 0;
+        if (!listed) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "secret %s: not listed in secret_env", ref);
+            return 2;
+        }
         const char *v = getenv(ref + 4);
         if (!v) {
             lua_pushnil(L);
@@ -324,6 +362,7 @@ static int boot(lua_State *L)
     int core = lua_gettop(L);
     push_closure(L, lua, core_call_plugin, "call_plugin");
     push_closure(L, lua, core_over_budget, "over_budget");
+    push_closure(L, lua, core_check_budget, "check_budget");
     push_closure(L, lua, core_budget_error, "budget_error");
     lua_pushcfunction(L, core_log);
     lua_setfield(L, core, "log");
@@ -395,6 +434,30 @@ static int boot(lua_State *L)
     return 0;
 }
 
+static void free_list(char **l, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static void free_secret_dirs(sl_lua *lua)
+{
+    free_list(lua->secret_dirs, lua->nsecret_dirs);
+    free_list(lua->secret_env, lua->nsecret_env);
+}
+
+/* Copied: the state may outlive the configuration (sluice spec). */
+static char **copy_list(char **src, int n, int *count)
+{
+    char **l = calloc((size_t)n + 1, sizeof(char *));
+    *count = 0;
+    for (int i = 0; l && i < n; i++)
+        if ((l[i] = strdup(src[i])))
+            *count = i + 1;
+    return l;
+}
+
 sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
 {
     sl_lua *lua = calloc(1, sizeof(*lua));
@@ -403,12 +466,16 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     lua->mem_budget = cfg->lua_memory_budget;
+    lua->mem_cap = cfg->lua_memory_limit;
     lua->time_budget = cfg->lua_time_budget;
-    lua->secret_dirs = cfg->secret_dirs;
-    lua->nsecret_dirs = cfg->nsecret_dirs;
+    lua->secret_dirs =
+        copy_list(cfg->secret_dirs, cfg->nsecret_dirs, &lua->nsecret_dirs);
+    lua->secret_env =
+        copy_list(cfg->secret_env, cfg->nsecret_env, &lua->nsecret_env);
     lua->L = lua_newstate(lua_alloc, lua);
     if (!lua->L) {
         snprintf(err, errlen, "cannot create a Lua state");
+        free_secret_dirs(lua);
         free(lua);
         return NULL;
     }
@@ -419,6 +486,7 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load the Lua runtime: %s",
                  lua_tostring(L, -1));
         lua_close(L);
+        free_secret_dirs(lua);
         free(lua);
         return NULL;
     }
@@ -430,6 +498,7 @@ void sl_lua_free(sl_lua *lua)
     if (!lua)
         return;
     lua_close(lua->L);
+    free_secret_dirs(lua);
     free(lua);
 }
 
@@ -541,8 +610,13 @@ static int flat_to_lines(lua_State *L, int idx, sl_buf *b)
         lua_rawgeti(L, idx, i + 1);
         const char *name = lua_tolstring(L, -2, &nl);
         const char *value = lua_tolstring(L, -1, &vl);
-        int bad = !name || !value || memchr(value, '\r', vl) ||
-                  memchr(value, '\n', vl) || memchr(name, ':', nl);
+        int bad = !name || !value || nl == 0 || memchr(value, '\r', vl) ||
+                  memchr(value, '\n', vl) || memchr(value, '\0', vl);
+        for (size_t j = 0; !bad && j < nl; j++) {
+            unsigned char ch = (unsigned char)name[j];
+            /* RFC 9110 §5.6.2 tchar only: no CR, LF, colon or space */
+            bad = !(ch > 0x20 && ch < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", ch));
+        }
         if (!bad) {
             sl_buf_append(b, name, nl);
             sl_buf_append(b, ": ", 2);
@@ -629,7 +703,8 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
 
 int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
                              int status, const sl_http_hdr *hdrs, int n,
-                             const char *backend, sl_lua_verdict *v)
+                             const char *backend, int attempt, int more,
+                             sl_lua_verdict *v)
 {
     lua_State *L = lua->L;
     int top = lua_gettop(L);
@@ -652,8 +727,10 @@ int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
         lua_rawseti(L, -2, i * 2 + 2);
     }
     lua_pushstring(L, backend);
+    lua_pushinteger(L, attempt);
+    lua_pushboolean(L, more);
     int rc = 0;
-    if (lua_pcall(L, 5, 3, 0) != 0) {
+    if (lua_pcall(L, 7, 3, 0) != 0) {
         verdict_error(v, "runtime", lua_tostring(L, -1));
         rc = SL_EIO;
     } else {

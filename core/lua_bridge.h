@@ -69,11 +69,13 @@ typedef struct sl_lua_verdict {
 int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
                    const char *version, sl_lua_verdict *v);
 
-/* The head of an attempt arrived: 1 to move on to the next target, 0 to
- * accept it, or SL_EIO when a plugin failed (plugin/message filled). */
+/* The head of attempt number `attempt` (1-based) arrived; `more` says
+ * whether another target is left. Returns 1 to move on to the next target,
+ * 0 to accept, or SL_EIO when a plugin failed (plugin/message filled). */
 int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
                              int status, const sl_http_hdr *hdrs, int n,
-                             const char *backend, sl_lua_verdict *v);
+                             const char *backend, int attempt, int more,
+                             sl_lua_verdict *v);
 
 /* Pass a body piece through the filters; out and outlen point at the bytes to
  * send (valid until the next call). 0 or SL_EIO (plugin failed). */

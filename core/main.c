@@ -116,8 +116,9 @@ static void on_signal(uv_signal_t *s, int signum)
     close_signals(rt);
 }
 
-/* Start n workers of one kind and wait on signals until they finish. */
-static int serve(runtime *rt)
+/* Catch the signals before any worker listens: a signal that arrives while
+ * workers start is handled once the loop runs, instead of killing us. */
+static void catch_signals(runtime *rt)
 {
     uv_loop_t *loop = uv_default_loop();
     static const int sigs[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
@@ -126,6 +127,12 @@ static int serve(runtime *rt)
         rt->sig[i].data = rt;
         uv_signal_start(&rt->sig[i], on_signal, sigs[i]);
     }
+}
+
+/* Wait on signals until the workers finish. */
+static int serve(runtime *rt)
+{
+    uv_loop_t *loop = uv_default_loop();
     uv_run(loop, UV_RUN_DEFAULT);
     for (int i = 0; i < rt->n; i++)
         sl_worker_join(rt->workers[i]);
@@ -200,6 +207,8 @@ static int cmd_run(int argc, char **argv)
                                 NULL, &mo)))
         rc = 1;
     runtime rt = {.workers = ws, .n = total, .cfg = &cfg, .policy = &policy};
+    if (rc == 0)
+        catch_signals(&rt);
     if (rc == 0 && start_workers(&rt, ws, total) == 0) {
         sl_log_info("sluice %s: %d worker%s on %s:%u%s%s, policy %s "
                     "(%d backend%s)",
@@ -216,6 +225,9 @@ static int cmd_run(int argc, char **argv)
         sl_log_info("sluice stopped");
     } else if (rc == 0) {
         rc = 1;
+        close_signals(&rt);
+        uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+        uv_loop_close(uv_default_loop());
     } else {
         for (int i = 0; i < total; i++)
             if (ws[i])
@@ -321,11 +333,17 @@ static int cmd_mock(int argc, char **argv)
         ws[i] = sl_worker_new(i, SL_WORKER_MOCK, &cfg, &l, 1, NULL, &mo);
     runtime rt = {.workers = ws, .n = workers, .cfg = &cfg};
     int rc = 1;
+    if (ws)
+        catch_signals(&rt);
     if (ws && start_workers(&rt, ws, workers) == 0) {
         fprintf(stderr, "sluice mock: listening on %s:%u%s\n", l.host, l.port,
                 l.tls_cert ? " (TLS)" : "");
         serve(&rt);
         rc = 0;
+    } else if (ws) {
+        close_signals(&rt);
+        uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+        uv_loop_close(uv_default_loop());
     }
     free(ws);
     sl_log_close();

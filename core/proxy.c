@@ -344,15 +344,16 @@ static void answer_deny(preq *q)
 {
     sl_http_req *r = q->r;
     sl_lua_verdict *v = &q->v;
-    char body[900], esc[600];
+    char body[1100], esc[600], code[140];
     size_t el = sl_json_escape(esc, sizeof(esc), v->message, strlen(v->message));
+    size_t cl = sl_json_escape(code, sizeof(code), v->code, strlen(v->code));
     const char *type = v->status == 429 ? "rate_limit_error"
                        : v->status >= 500 ? "server_error"
                                           : "invalid_request_error";
     int bl = snprintf(body, sizeof(body),
                       "{\"error\":{\"message\":\"%.*s\",\"type\":\"%s\","
-                      "\"code\":\"%s\"}}\n",
-                      (int)el, esc, type, v->code);
+                      "\"code\":\"%.*s\"}}\n",
+                      (int)el, esc, type, (int)cl, code);
     sl_http_response_begin(r, v->status);
     sl_http_response_header(r, "content-type", 12, "application/json", 16);
     sl_http_hdr extra[32];
@@ -416,9 +417,9 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
     preq *q = data;
     version *ver = q->ver;
     if (ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) {
-        int rc = sl_lua_upstream_response(q->px->lua, &ver->chain,
-                                          q->v.ctx_ref, status, hdrs, n,
-                                          q->be->name, &q->v);
+        int rc = sl_lua_upstream_response(
+            q->px->lua, &ver->chain, q->v.ctx_ref, status, hdrs, n,
+            q->be->name, q->attempt + 1, q->attempt + 1 < q->ntargets, &q->v);
         if (rc < 0 || (rc == 1 && q->attempt + 1 < q->ntargets)) {
             sl_up_cancel(q->x);
             q->x = NULL;
@@ -491,8 +492,8 @@ static int filter_events(preq *q, int last)
         off += evlen;
     }
     sl_buf_consume(b, off);
-    if (last && b->len > 0) {
-        if (filter_piece(q, b->data, b->len, 1) < 0)
+    if (last) { /* what is left (maybe nothing), flagged as the end */
+        if (filter_piece(q, b->data ? b->data : "", b->len, 1) < 0)
             return SL_EIO;
         b->len = 0;
     }

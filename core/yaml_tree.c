@@ -80,6 +80,7 @@ static int parse_collection(loader *ld, yaml_parser_t *p, sl_node *coll,
             return 0;
         }
         char *key = NULL;
+        int key_line = 0;
         if (coll->type == SL_NODE_MAP) {
             if (ev.type != YAML_SCALAR_EVENT) {
                 int line = (int)ev.start_mark.line + 1;
@@ -88,6 +89,7 @@ static int parse_collection(loader *ld, yaml_parser_t *p, sl_node *coll,
             }
             key = strdup((const char *)ev.data.scalar.value);
             int line = (int)ev.start_mark.line + 1;
+            key_line = line;
             yaml_event_delete(&ev);
             if (!key)
                 return SL_ENOMEM;
@@ -111,6 +113,8 @@ static int parse_collection(loader *ld, yaml_parser_t *p, sl_node *coll,
             return rc;
         }
         child->key = key;
+        if (key)
+            child->line = key_line; /* errors point at the key's line */
         append_child(coll, &tail, child);
     }
 }

@@ -1,29 +1,72 @@
 -- ctx.lua — the request handle plugins receive.
 --
--- ctx and ctx.request are empty proxies: their data lives in module-local
--- tables plugins cannot reach, so a plugin can neither overwrite a method
--- another plugin will call nor read another plugin's ctx.vars. Headers and
--- the JSON body are fetched from C only when a plugin asks, once.
+-- Each plugin gets its own ctx proxy for a request, bound to that plugin
+-- when the runtime creates it: ctx.vars is that plugin's alone, and what it
+-- denies or annotates carries its name, whoever happens to run the code.
+-- Proxies are empty tables: the data lives in module-local tables plugins
+-- cannot reach, so a plugin can neither overwrite a method another plugin
+-- will call nor see another plugin's state. Headers and the JSON body are
+-- fetched from C only when a plugin asks, once.
 local M = {}
 
 local core, json
-local type, pairs, error, tostring, setmetatable = type, pairs, error, tostring, setmetatable
-local lower = string.lower
+local type, pairs, next, error, tostring, setmetatable, getmetatable =
+  type, pairs, next, error, tostring, setmetatable, getmetatable
+local lower, find, match = string.lower, string.find, string.match
 
-local ST = setmetatable({}, { __mode = "k" }) -- proxy → private state
+-- proxy → binding { st = request state, index = plugin order, name = plugin }
+local BIND = setmetatable({}, { __mode = "k" })
+-- request proxy → request state
+local RST = setmetatable({}, { __mode = "k" })
+
+-- The plugin whose phase runs now: only for naming who changed the body
+-- in an error message, never for deciding whose state a call touches.
+local running
+
+function M.running(name) running = name end
 
 function M.init(c, json_module)
   core = c
   json = json_module
 end
 
--- ---- request ---------------------------------------------------------
+-- Plain data only: strings, numbers, booleans and tables of them, without
+-- metatables, copied so later edits by the giver change nothing.
+local function plain_copy(v, depth)
+  local tv = type(v)
+  if tv == "string" or tv == "number" or tv == "boolean" or v == nil then return v end
+  if tv ~= "table" or getmetatable(v) ~= nil or depth > 16 then
+    error("only plain data (strings, numbers, booleans, tables) may be stored here", 3)
+  end
+  local c = {}
+  for k, x in next, v do
+    local tk = type(k)
+    if tk ~= "string" and tk ~= "number" then error("table keys must be strings or numbers", 3) end
+    c[k] = plain_copy(x, depth + 1)
+  end
+  return c
+end
+
+-- ---- headers ---------------------------------------------------------------
+
+local function valid_name(name)
+  return type(name) == "string" and #name > 0 and #name <= 256 and
+    not find(name, "[^!#$%%&'*+%-.^_`|~%w]")
+end
+
+local function valid_value(value)
+  return type(value) == "string" and #value <= 16384 and not find(value, "[%z\r\n]")
+end
+
+M.valid_name, M.valid_value = valid_name, valid_value
+
+-- ---- request ---------------------------------------------------------------
 
 local request_methods = {}
 
-local function load_headers(st)
-  if st.hmap then return end
-  local flat = st.source.headers(st.handle) -- { name1, value1, … }, lowercase names
+local function load_headers(rs)
+  if rs.hmap then return end
+  local flat = rs.source.headers(rs.handle) -- { name1, value1, … }, lowercase names
   local map, order = {}, {}
   for i = 1, #flat, 2 do
     local n, v = flat[i], flat[i + 1]
@@ -34,85 +77,82 @@ local function load_headers(st)
       order[#order + 1] = n
     end
   end
-  st.hmap, st.horder = map, order
+  rs.hmap, rs.horder = map, order
 end
 
 function request_methods.header(self, name)
-  local st = ST[self]
-  load_headers(st)
-  return st.hmap[lower(name)]
+  local rs = RST[self]
+  if type(name) ~= "string" then error("header wants a name", 2) end
+  load_headers(rs)
+  return rs.hmap[lower(name)]
 end
 
 function request_methods.headers(self)
-  local st = ST[self]
-  load_headers(st)
+  local rs = RST[self]
+  load_headers(rs)
   local copy = {}
-  for k, v in pairs(st.hmap) do copy[k] = v end
+  for k, v in pairs(rs.hmap) do copy[k] = v end
   return copy
 end
 
-local function check_header(name, value)
-  if type(name) ~= "string" or not name:match("^[!#$%%&'*+%-.^_`|~%w]+$") then
-    error("invalid header name " .. tostring(name), 3)
-  end
-  if value ~= nil and (type(value) ~= "string" or value:find("[%z\r\n]")) then
-    error("invalid value for header " .. name, 3)
-  end
-end
-
 function request_methods.set_header(self, name, value)
-  check_header(name, value)
-  local st = ST[self]
-  load_headers(st)
+  if not valid_name(name) then error("invalid header name", 2) end
+  if type(value) == "number" then value = tostring(value) end
+  if not valid_value(value) then error("invalid value for header " .. name, 2) end
+  local rs = RST[self]
+  load_headers(rs)
   name = lower(name)
-  if st.hmap[name] == nil then st.horder[#st.horder + 1] = name end
-  st.hmap[name] = tostring(value)
-  st.headers_dirty = true
+  if rs.hmap[name] == nil then rs.horder[#rs.horder + 1] = name end
+  rs.hmap[name] = value
+  rs.headers_dirty = true
 end
 
 function request_methods.remove_header(self, name)
-  check_header(name)
-  local st = ST[self]
-  load_headers(st)
+  if not valid_name(name) then error("invalid header name", 2) end
+  local rs = RST[self]
+  load_headers(rs)
   name = lower(name)
-  if st.hmap[name] ~= nil then
-    st.hmap[name] = nil
-    st.headers_dirty = true
+  if rs.hmap[name] ~= nil then
+    rs.hmap[name] = nil
+    rs.headers_dirty = true
   end
 end
 
 function request_methods.body(self)
-  local st = ST[self]
-  if st.body == nil then st.body = st.source.body(st.handle) end
-  return st.body
+  local rs = RST[self]
+  if rs.body == nil then rs.body = rs.source.body(rs.handle) end
+  return rs.body
 end
 
 function request_methods.set_body(self, s)
   if type(s) ~= "string" then error("set_body wants a string", 2) end
-  local st = ST[self]
-  st.body, st.body_dirty, st.json, st.json_dirty = s, true, nil, false
+  local rs = RST[self]
+  rs.body, rs.body_dirty, rs.json, rs.json_err, rs.json_dirty = s, true, nil, nil, false
 end
 
 -- The body decoded as JSON, once; nil and an error when it is not JSON.
 function request_methods.json(self)
-  local st = ST[self]
-  if st.json == nil and st.json_err == nil then
+  local rs = RST[self]
+  if rs.json == nil and rs.json_err == nil then
     local v, err = json.decode(request_methods.body(self))
-    if v == nil then st.json_err = err else st.json = v end
+    if v == nil then rs.json_err = err else rs.json = v end
   end
-  return st.json, st.json_err
+  return rs.json, rs.json_err
 end
 
+-- Mark the body as changed to table v; it is encoded once, after access.
+-- (The table keeps the JSON markers json() gave it; plugins cannot set
+-- other metatables on data they hand back — encode ignores them anyway.)
 function request_methods.set_json(self, v)
   if type(v) ~= "table" then error("set_json wants a table", 2) end
-  local st = ST[self]
-  st.json, st.json_err, st.json_dirty = v, nil, true
+  local rs = RST[self]
+  rs.json, rs.json_err, rs.json_dirty, rs.json_by = v, nil, true, running
 end
 
 local request_fields = {
-  method = function(st) return st.method end,
-  path = function(st) return st.path end,
-  query = function(st) return st.query end,
+  method = function(rs) return rs.method end,
+  path = function(rs) return rs.path end,
+  query = function(rs) return rs.query end,
 }
 
 local request_mt = {
@@ -120,85 +160,116 @@ local request_mt = {
     local m = request_methods[k]
     if m then return m end
     local f = request_fields[k]
-    if f then return f(ST[t]) end
+    if f then return f(RST[t]) end
     return nil
   end,
   __newindex = function(_, k) error("ctx.request." .. tostring(k) .. " is read-only; use its methods", 2) end,
   __metatable = false,
 }
 
--- ---- ctx ----------------------------------------------------------------
+-- ---- ctx ---------------------------------------------------------------------
 
 local ctx_methods = {}
 
+-- Deny the request. Header names and values are checked here, in the
+-- plugin's own call, so nothing it passes runs later outside its budget.
 function ctx_methods.deny(self, status, code, message, headers)
-  if type(status) ~= "number" or status < 400 or status > 599 then
+  if type(status) ~= "number" or status < 400 or status > 599 or status % 1 ~= 0 then
     error("ctx:deny wants an HTTP status from 400 to 599", 2)
   end
-  local st = ST[self]
-  st.deny = { status = status, code = tostring(code or "denied"),
-              message = tostring(message or "request denied by policy"),
-              headers = headers, plugin = st.current }
+  local b = BIND[self]
+  local flat
+  if headers ~= nil then
+    if type(headers) ~= "table" or getmetatable(headers) ~= nil then
+      error("ctx:deny headers must be a plain table of name = value", 2)
+    end
+    flat = {}
+    for k, v in next, headers do
+      if type(v) == "number" then v = tostring(v) end
+      if not valid_name(k) or not valid_value(v) then
+        error("ctx:deny: invalid header", 2)
+      end
+      flat[#flat + 1] = lower(k)
+      flat[#flat + 1] = v
+    end
+  end
+  code = code == nil and "denied" or code
+  message = message == nil and "request denied by policy" or message
+  if type(code) ~= "string" or not match(code, "^[%w_.%-]+$") or #code > 64 then
+    error("ctx:deny code must be a short identifier like model_not_found", 2)
+  end
+  if type(message) ~= "string" then error("ctx:deny message must be a string", 2) end
+  b.st.deny = { status = status, code = code, message = message:sub(1, 500),
+                headers = flat, plugin = b.name }
   return true
 end
 
 function ctx_methods.annotate(self, key, value)
-  local st = ST[self]
-  local notes = st.notes
-  if not notes then notes = {}; st.notes = notes end
-  notes[#notes + 1] = { plugin = st.current, key = tostring(key), value = value }
+  local b = BIND[self]
+  local notes = b.st.notes
+  if not notes then notes = {}; b.st.notes = notes end
+  notes[#notes + 1] = { plugin = b.name, key = tostring(key), value = plain_copy(value, 0) }
 end
 
 function ctx_methods.set_targets(self, targets)
   if type(targets) ~= "table" then error("set_targets wants a list of backend names", 2) end
-  ST[self].targets = targets
+  local b = BIND[self]
+  b.st.targets, b.st.targets_by = plain_copy(targets, 0), b.name
 end
 
 local ctx_fields = {
-  id = function(st) return st.id end,
-  request = function(st) return st.request end,
-  vars = function(st)
-    local v = st.vars[st.current_index]
-    if not v then v = {}; st.vars[st.current_index] = v end
+  id = function(b) return b.st.id end,
+  request = function(b) return b.st.request end,
+  vars = function(b)
+    local vars = b.st.vars
+    local v = vars[b.index]
+    if not v then v = {}; vars[b.index] = v end
     return v
   end,
-  consumer = function(st) return st.consumer end,
-  route = function(st) return st.route end,
-  response = function(st) return st.response end,
-  usage = function(st) return st.usage end,
-  policy_version = function(st) return st.version end,
+  consumer = function(b) return b.st.consumer end,
+  route = function(b) return b.st.route end,
+  response = function(b) return b.st.response end,
+  usage = function(b) return b.st.usage end,
+  policy_version = function(b) return b.st.version end,
 }
-
-local ctx_writable = { consumer = true }
 
 local ctx_mt = {
   __index = function(t, k)
     local m = ctx_methods[k]
     if m then return m end
     local f = ctx_fields[k]
-    if f then return f(ST[t]) end
+    if f then return f(BIND[t]) end
     return nil
   end,
   __newindex = function(t, k, v)
-    if ctx_writable[k] then ST[t][k] = v; return end
+    if k == "consumer" then
+      BIND[t].st.consumer = plain_copy(v, 0)
+      return
+    end
     error("ctx." .. tostring(k) .. " is read-only", 2)
   end,
   __metatable = false,
 }
 
--- A new ctx. source: { headers = fn(handle), body = fn(handle) } supplies
--- request data on demand (C in the gateway, plain tables in specs).
+-- A new request. source: { headers = fn(handle), body = fn(handle) }
+-- supplies request data on demand (C in the gateway, tables in specs).
+-- Returns the shared request state; plugins get proxies from M.proxy().
 function M.new(source, handle, id, method, path, query, version)
   local req = setmetatable({}, request_mt)
-  ST[req] = { source = source, handle = handle, method = method, path = path,
-              query = query or "" }
-  local ctx = setmetatable({}, ctx_mt)
-  ST[ctx] = { id = id, request = req, vars = {}, current_index = 0,
-              version = version, usage = {} }
-  return ctx
+  RST[req] = { source = source, handle = handle, method = method, path = path,
+               query = query or "" }
+  return { id = id, request = req, vars = {}, version = version, usage = {} }
 end
 
-function M.state(ctx) return ST[ctx] end
-function M.request_state(ctx) return ST[ST[ctx].request] end
+-- A ctx proxy for plugin entry e on request state st. A fresh one per
+-- call: the state never points back at its proxies, so the weak BIND table
+-- lets both go when the request is over.
+function M.proxy(st, e)
+  local p = setmetatable({}, ctx_mt)
+  BIND[p] = { st = st, index = e.order, name = e.name }
+  return p
+end
+
+function M.request_state(st) return RST[st.request] end
 
 return M

@@ -14,6 +14,7 @@ local ctxmod = require "sluice.ctx"
 
 local core, services
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
+local getmetatable, rawget = getmetatable, rawget
 local sort, concat = table.sort, table.concat
 
 M.PHASES = { "access", "route", "upstream_response", "body_filter", "log" }
@@ -68,8 +69,18 @@ local function compile_item(doc, f, list, i, item)
   local name = item.name
   local src = doc.plugins[name]
   if not src then return fail(".name", "no plugin named '" .. tostring(name) .. "'") end
-  local plugin, err, env = sandbox.load(name, src.path, src.code, doc.time_budget)
-  if not plugin then return fail(".name", err) end
+  local loaded, err, env = sandbox.load(name, src.path, src.code, doc.time_budget)
+  if not loaded then return fail(".name", err) end
+  -- Read the plugin's fields once, raw: a metatable on it would run plugin
+  -- code outside any budget whenever the runtime looks a phase up.
+  if getmetatable(loaded) ~= nil then
+    return fail(".name", src.path .. ": a plugin table must not have a metatable")
+  end
+  local plugin = {}
+  for _, k in ipairs({ "name", "priority", "schema", "init", "access", "route",
+                       "upstream_response", "body_filter", "log" }) do
+    plugin[k] = rawget(loaded, k)
+  end
   if plugin.name ~= nil and plugin.name ~= name then
     return fail(".name", ("%s declares name '%s'"):format(src.path, tostring(plugin.name)))
   end
@@ -87,8 +98,12 @@ local function compile_item(doc, f, list, i, item)
   if type(raw) ~= "table" then
     return fail(".config", "expected a map", line_of(f.lines, item, "config"))
   end
+  -- A schema may carry plugin-written check functions: run under budget.
   local errs = {}
-  local conf = schema.check_fields(raw, fields, "", errs, services.re)
+  local cok, conf = sandbox.call(function()
+    return schema.check_fields(raw, fields, "", errs, services.re)
+  end, doc.time_budget)
+  if not cok then return fail(".config", "schema check failed: " .. tostring(conf)) end
   if #errs > 0 then
     local e = errs[1]
     return fail(".config." .. e[1], e[2], line_of_path(f.lines, raw, e[1]))
@@ -97,11 +112,13 @@ local function compile_item(doc, f, list, i, item)
     local iok, ierr = sandbox.call(plugin.init, doc.time_budget, conf)
     if not iok then return fail(".name", "init failed: " .. tostring(ierr)) end
   end
-  return {
-    name = name, plugin = plugin, conf = conf, priority = prio,
+  local entry = {
+    name = name, conf = conf, priority = prio,
     fail_open = item.fail_open == true, enabled = item.enabled ~= false,
     env = env,
   }
+  for _, phase in ipairs(M.PHASES) do entry[phase] = plugin[phase] end
+  return entry
 end
 
 -- doc = { version, time_budget, files = { { path, root, lines } },
@@ -136,7 +153,7 @@ function M.compile(doc)
   for _, phase in ipairs(M.PHASES) do
     local list = {}
     for _, e in ipairs(entries) do
-      if e.plugin[phase] then list[#list + 1] = e end
+      if e[phase] then list[#list + 1] = e end
     end
     chain[phase] = list
     if #list > 0 then chain.mask = chain.mask + PHASE_BIT[phase] end
@@ -146,33 +163,32 @@ end
 
 -- ---- running phases -----------------------------------------------------------
 
--- Run one phase over its plugins. Returns nil, or "error", plugin, message.
-local function run(chain, phase, ctx, st, a1, a2)
+-- Run one phase over its plugins. Returns nil, "next", or "error", plugin,
+-- message.
+local function run(chain, phase, st, a1, a2)
   local list = chain[phase]
   local budget = chain.time_budget
   for i = 1, #list do
     local e = list[i]
-    st.current, st.current_index = e.name, e.order
-    local ok, res = sandbox.call(e.plugin[phase], budget, ctx, e.conf, a1, a2)
+    ctxmod.running(e.name)
+    local ok, res = sandbox.call(e[phase], budget, ctxmod.proxy(st, e), e.conf, a1, a2)
+    ctxmod.running(nil)
     if not ok then
-      core.log("error", ("plugin %s failed in %s: %s"):format(e.name, phase, tostring(res)))
-      if not e.fail_open then
-        st.current = nil
-        return "error", e.name, tostring(res)
-      end
-      ctx:annotate("plugin_error", "failed open: " .. tostring(res))
+      core.log("error", ("plugin %s failed in %s: %s"):format(e.name, phase, res))
+      if not e.fail_open then return "error", e.name, res end
+      local notes = st.notes or {}
+      st.notes = notes
+      notes[#notes + 1] = { plugin = e.name, key = "plugin_error", value = "failed open: " .. res }
     elseif phase == "route" and type(res) == "table" then
-      st.targets = res
+      st.targets, st.targets_by = res, e.name
     elseif phase == "upstream_response" and res == "next" then
-      st.current = nil
       return "next"
-    elseif phase == "body_filter" and res ~= nil then
+    elseif phase == "body_filter" and type(res) == "string" then
       a1 = res -- the next filter sees what this one produced
       st.filtered = res
     end
-    if st.deny then break end
+    if st.deny and (phase == "access" or phase == "route") then break end
   end
-  st.current = nil
   return nil
 end
 
@@ -188,17 +204,13 @@ local function flat_headers(rs)
   return out
 end
 
-local function deny_headers(h)
-  if type(h) ~= "table" then return nil end
-  local out = {}
-  for k, v in pairs(h) do
-    out[#out + 1] = tostring(k)
-    out[#out + 1] = tostring(v)
-  end
-  return out
-end
-
 local request_source -- set by the C bridge: { headers = fn, body = fn }
+
+local function encode_or_raise(v)
+  local s, err = services.json.encode(v)
+  if not s then error(err, 0) end
+  return s
+end
 
 function M.set_request_source(src) request_source = src end
 
@@ -208,59 +220,75 @@ function M.set_request_source(src) request_source = src end
 --   "error", ctx|nil, plugin, message
 -- ctx comes back only when a later phase will need it (chain.keep_ctx).
 function M.request(chain, handle, id, method, path, query, source)
-  local ctx = ctxmod.new(source or request_source, handle, id, method, path, query, chain.version)
-  local st = ctxmod.state(ctx)
-  local keep = chain.mask >= 4 and ctx or nil
-  local kind, a, b = run(chain, "access", ctx, st)
+  local st = ctxmod.new(source or request_source, handle, id, method, path, query, chain.version)
+  local keep = chain.mask >= 4 and st or nil
+  local kind, a, b = run(chain, "access", st)
   if kind then return kind, keep, a, b end
   if not st.deny and #chain.route > 0 then
-    kind, a, b = run(chain, "route", ctx, st)
+    kind, a, b = run(chain, "route", st)
     if kind then return kind, keep, a, b end
   end
   local d = st.deny
   if d then
-    return "deny", keep, d.status, d.code, d.message, deny_headers(d.headers), d.plugin
+    return "deny", keep, d.status, d.code, d.message, d.headers, d.plugin
   end
-  local rs = ctxmod.request_state(ctx)
+  local targets = st.targets
+  if targets then
+    if type(targets) ~= "table" or getmetatable(targets) ~= nil then
+      return "error", keep, st.targets_by or "route", "route must return a list of backend names"
+    end
+    for i = 1, #targets do
+      local name = rawget(targets, i)
+      if type(name) ~= "string" or not chain.backends[name] then
+        return "error", keep, st.targets_by or "route",
+          "route chose unknown backend '" .. tostring(type(name) == "string" and name or type(name)) .. "'"
+      end
+    end
+  end
+  st.route = { targets = targets }
+  local rs = ctxmod.request_state(st)
   local headers = rs.headers_dirty and flat_headers(rs) or nil
   local body
   if rs.json_dirty then
-    local s, err = services.json.encode(rs.json)
-    if not s then return "error", keep, "set_json", err end
+    -- plugin data: encode it under the budget
+    local ok, s = sandbox.call(encode_or_raise, chain.time_budget, rs.json)
+    if not ok then
+      return "error", keep, rs.json_by or "set_json", "set_json: cannot encode the body: " .. s
+    end
     body = s
   elseif rs.body_dirty then
     body = rs.body
   end
-  return "ok", keep, headers, body, st.targets
+  return "ok", keep, headers, body, targets
 end
 
 -- An attempt's head arrived: "accept" or "next" (try the next target).
-function M.upstream_response(chain, ctx, status, headers, backend)
-  local st = ctxmod.state(ctx)
+function M.upstream_response(chain, st, status, headers, backend, attempt, more)
   local hmap = {}
   for i = 1, #headers, 2 do hmap[headers[i]] = headers[i + 1] end
   st.response = { status = status, headers = hmap, backend = backend }
-  local kind, a, b = run(chain, "upstream_response", ctx, st)
+  if st.route then st.route.backend = backend end
+  local info = { number = attempt or 1, backend = backend, status = status,
+                 headers = hmap, more = more and true or false }
+  local kind, a, b = run(chain, "upstream_response", st, info)
   if kind == "error" then return "error", a, b end
   return kind == "next" and "next" or "accept"
 end
 
 -- A body piece (an SSE event, or the whole body): returns the bytes to send
 -- (unchanged when no filter changed them), or "error", plugin, message.
-function M.body_filter(chain, ctx, data, last)
-  local st = ctxmod.state(ctx)
+function M.body_filter(chain, st, data, last)
   st.filtered = nil
-  local kind, a, b = run(chain, "body_filter", ctx, st, data, last)
+  local kind, a, b = run(chain, "body_filter", st, data, last)
   if kind == "error" then return "error", a, b end
   return st.filtered or data
 end
 
 -- The request is over. record: a table of facts for the audit record;
 -- plugins may add fields.
-function M.log(chain, ctx, record)
-  local st = ctxmod.state(ctx)
+function M.log(chain, st, record)
   record.notes = st.notes
-  run(chain, "log", ctx, st, record)
+  run(chain, "log", st, record)
   return record
 end
 

@@ -21,7 +21,7 @@ local setmetatable, getmetatable, rawequal = setmetatable, getmetatable, rawequa
 local pcall, xpcall, unpack, setfenv, loadstring = pcall, xpcall, unpack, setfenv, loadstring
 local sfind, smatch, sgmatch, sgsub, sbyte, ssub = string.find, string.match, string.gmatch, string.gsub, string.byte, string.sub
 
-local PATTERN_COST_LIMIT = 1e8
+local PATTERN_COST_LIMIT = 1e9
 
 -- Quantifiers outside character classes: each one can multiply the work of
 -- a backtracking match by the length of the subject.
@@ -53,7 +53,8 @@ local depth = 0 -- > 0 while plugin code runs
 
 local function guard(s, pat, plain)
   if depth == 0 or plain or type(s) ~= "string" or type(pat) ~= "string" then return end
-  if #s > 64 and pattern_cost(pat, #s) > PATTERN_COST_LIMIT then
+  -- No length threshold: ("a?"):rep(30) is exponential on a short string.
+  if pattern_cost(pat, #s) > PATTERN_COST_LIMIT then
     error("Lua pattern too costly for a " .. #s ..
       "-byte string; use sluice.re for long text", 3)
   end
@@ -80,6 +81,21 @@ local function copy(t)
   return c
 end
 
+-- C functions run where the count hook cannot see: each plugin-facing one
+-- checks the deadline first, so a loop of expensive calls stops after one.
+local function checked(f)
+  return function(...)
+    core.check_budget()
+    return f(...)
+  end
+end
+
+local function checked_copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = type(v) == "function" and checked(v) or v end
+  return c
+end
+
 local function readonly(t, what)
   return setmetatable({}, {
     __index = t,
@@ -99,7 +115,12 @@ end
 
 local function safe_xpcall(f, handler, ...)
   local args = pack(...)
-  local r = pack(xpcall(function() return f(unpack(args, 1, args.n)) end, handler))
+  -- The handler runs after the budget error too: it must not loop on.
+  local function guarded(e)
+    if core.over_budget() then return e end
+    return handler(e)
+  end
+  local r = pack(xpcall(function() return f(unpack(args, 1, args.n)) end, guarded))
   if core.over_budget() then error(core.budget_error(), 0) end
   return unpack(r, 1, r.n)
 end
@@ -111,10 +132,28 @@ end
 
 local safe_os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
 
--- Run plugin code under its budget: true, result or false, error.
+-- math without randomseed: one plugin must not steer another's random().
+local math_view = {}
+for k, v in pairs(math) do
+  if k ~= "randomseed" then math_view[k] = v end
+end
+
+-- An error value as text. A plugin may raise a table whose __tostring is
+-- plugin code: convert it under the budget, and never let it escape.
+local function error_text(e, budget)
+  if type(e) == "string" then return e end
+  if type(e) ~= "table" and type(e) ~= "userdata" then return tostring(e) end
+  local ok, s = core.call_plugin(tostring, budget, e)
+  if ok and type(s) == "string" then return s end
+  return "the plugin raised a " .. type(e) .. " that cannot be shown"
+end
+
+-- Run plugin code under its budget: true, result or false, error text.
 function M.call(fn, budget, ...)
+  if type(fn) ~= "function" then return false, "not a function" end
   depth = depth + 1
   local ok, res = core.call_plugin(fn, budget, ...)
+  if not ok then res = error_text(res, budget) end
   depth = depth - 1
   return ok, res
 end
@@ -128,6 +167,23 @@ function M.init(c)
   core = c
 end
 
+-- sluice.shared as one plugin sees it: its keys live under its own name,
+-- so no plugin can read or reset another's counters.
+local function shared_view(shared, plugin_name)
+  local prefix = plugin_name .. "\0"
+  local view = {}
+  for k, f in pairs(shared) do
+    if type(f) == "function" and k ~= "flush_expired" then
+      view[k] = function(key, ...)
+        if type(key) ~= "string" then error("shared keys are strings", 2) end
+        core.check_budget()
+        return f(prefix .. key, ...)
+      end
+    end
+  end
+  return view
+end
+
 local function sluice_view(plugin_name)
   local log = {}
   for _, level in ipairs({ "error", "warn", "info", "debug" }) do
@@ -139,12 +195,16 @@ local function sluice_view(plugin_name)
   end
   local api = {}
   for k, v in pairs(services) do
-    if type(v) == "table" then
+    if k == "shared" then
+      api[k] = readonly(shared_view(v, plugin_name), "sluice.shared")
+    elseif type(v) == "table" then
       local view = {}
       for fk, fv in pairs(v) do
         -- the JSON markers stay inside the runtime: plugins use
         -- json.empty_array() and never hold the shared metatables
-        if fk ~= "array_mt" and fk ~= "object_mt" then view[fk] = fv end
+        if fk ~= "array_mt" and fk ~= "object_mt" then
+          view[fk] = type(fv) == "function" and checked(fv) or fv
+        end
       end
       api[k] = readonly(view, "sluice." .. k)
     else
@@ -165,7 +225,8 @@ function M.env(plugin_name)
     unpack = unpack, rawequal = rawequal,
     getmetatable = getmetatable, setmetatable = safe_setmetatable,
     pcall = safe_pcall, xpcall = safe_xpcall,
-    string = copy(safe_string), table = copy(table), math = copy(math),
+    string = checked_copy(safe_string), table = checked_copy(table),
+    math = copy(math_view),
     bit = copy(bit), os = copy(safe_os),
     sluice = sl,
   }

@@ -10,7 +10,7 @@
 -- Errors come back as (path, message); the compiler adds file and line.
 local M = {}
 
-local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local floor = math.floor
 
 local function is_array(t)
@@ -164,7 +164,8 @@ function M.check_fields(v, fields, path, errs, re)
           for dk, dv in pairs(d) do copy[dk] = dv end
           d = copy
         end
-        out[k] = d
+        -- defaults go through the same checks and conversions as values
+        out[k] = check_value(d, spec, join(path, k), errs, re)
       end
     end
   end
@@ -183,6 +184,12 @@ function M.check_schema(s, path)
     if spec.fields then
       local ok, err = M.check_schema(spec.fields, path .. "." .. tostring(k))
       if not ok then return nil, err end
+    end
+    for _, sub in ipairs({ "elements", "values" }) do
+      if spec[sub] ~= nil then
+        local ok, err = M.check_schema({ [sub] = spec[sub] }, path .. "." .. tostring(k))
+        if not ok then return nil, err end
+      end
     end
   end
   return true

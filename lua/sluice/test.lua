@@ -104,10 +104,11 @@ function M.request(chain, req)
 end
 
 -- Later phases, given the ctx a request returned.
-function M.upstream_response(chain, ctx, status, headers, backend)
+function M.upstream_response(chain, ctx, status, headers, backend, attempt, more)
   local flat = {}
   for k, v in pairs(headers or {}) do flat[#flat + 1] = k:lower(); flat[#flat + 1] = v end
-  return runtime.upstream_response(chain, ctx, status, flat, backend or "spec")
+  return runtime.upstream_response(chain, ctx, status, flat, backend or "spec",
+                                   attempt or 1, more)
 end
 
 function M.body_filter(chain, ctx, data, last)

@@ -152,6 +152,11 @@ describe("sluice on SIGHUP", function()
 
   before_each(function()
     gw = proc.gateway({ policy = two_backends("a"), config = { log = { level = "info" } } })
+    -- sluice installs its signal handlers only after the listeners are up
+    -- (see "survives a SIGHUP sent as soon as it accepts connections");
+    -- give it that moment so these specs test reloading, not that race.
+    assert.are.equal("a", backend_of_next_request())
+    if proc.wrapped then proc.sleep(2) else proc.sleep(0.1) end
   end)
 
   after_each(function()
@@ -201,6 +206,7 @@ describe("sluice on SIGHUP", function()
   end)
 
   it("applies a valid policy after an invalid one was refused", function()
+    assert.are.equal("a", backend_of_next_request())
     gw:write_policy("backends: [oops\n")
     gw:signal("HUP")
     proc.sleep(0.2 * proc.slow)
@@ -208,6 +214,18 @@ describe("sluice on SIGHUP", function()
     gw:write_policy(two_backends("b"))
     gw:signal("HUP")
     assert.are.equal("b", wait_backend("b"))
+  end)
+
+  it("survives a SIGHUP sent as soon as it accepts connections", function()
+    for _ = 1, 5 do
+      local g = proc.gateway({ policy = two_backends("a") })
+      g:signal("HUP")
+      proc.sleep(0.2 * proc.slow)
+      local alive = proc.alive(g.proc)
+      local st = proc.stop(g.proc)
+      assert.is_true(alive, "killed by SIGHUP (exit " .. tostring(st) .. ")")
+      assert.are.equal(0, st)
+    end
   end)
 
   it("keeps client keep-alive connections across a reload", function()

@@ -25,8 +25,10 @@ describe("sluice.json", function()
     assert.are.equal("{}", json.encode({}))
     assert.are.equal("[]", json.encode(json.empty_array()))
     assert.are.equal("[]", json.encode(setmetatable({}, json.array_mt)))
-    assert.are.equal(json.array_mt, getmetatable(json.decode("[1]")))
-    assert.are.equal(json.object_mt, getmetatable(json.decode('{"a":1}')))
+    -- the markers are locked: getmetatable names them instead of exposing
+    -- the shared tables (lua_bridge.c)
+    assert.are.equal("array_mt", getmetatable(json.decode("[1]")))
+    assert.are.equal("object_mt", getmetatable(json.decode('{"a":1}')))
   end)
 
   it("decodes null to the json.null sentinel and encodes it back", function()
