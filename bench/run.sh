@@ -62,7 +62,7 @@ PIN=${PIN:-auto}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 STREAM=${STREAM:-1}
-TARGETS="direct nginx sluice"
+TARGETS="direct nginx sluice sluice_lua"
 HZ=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -180,6 +180,7 @@ MOCK_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 NGINX_SSE_PORT=$(free_port)
 SLUICE_PORT=$(free_port)
+SLUICE_LUA_PORT=$(free_port)
 
 $pin_proxy "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
     >"$TMP/mock.log" 2>&1 &
@@ -279,11 +280,44 @@ SLUICE_PID=$!
 PIDS="$PIDS $SLUICE_PID"
 wait_port "$SLUICE_PORT" "$SLUICE_PID" sluice
 
+# sluice_lua: the same, with one access plugin that decodes the body and
+# reads `model` (bench/plugins/read-model.lua): the cost of the Lua runtime.
+mkdir -p "$TMP/sluice_lua/policies"
+cat >"$TMP/sluice_lua/policies/bench.yaml" <<EOF
+backends:
+  mock:
+    provider: openai
+    url: http://127.0.0.1:$MOCK_PORT
+    region: local
+default_backend: mock
+plugins:
+  - name: read-model
+EOF
+cat >"$TMP/sluice_lua/sluice.yaml" <<EOF
+workers: 1
+listen:
+  - address: 127.0.0.1:$SLUICE_LUA_PORT
+policy_dir: $TMP/sluice_lua/policies
+plugin_dirs: [$BENCH/plugins]
+upstream:
+  max_idle_per_backend: 64
+log:
+  access: $TMP/sluice_lua/access.log
+  error: $TMP/sluice_lua/error.log
+  level: warn
+EOF
+$pin_proxy "$SLUICE_BIN" run -c "$TMP/sluice_lua/sluice.yaml" \
+    >"$TMP/sluice_lua/stdout.log" 2>&1 &
+SLUICE_LUA_PID=$!
+PIDS="$PIDS $SLUICE_LUA_PID"
+wait_port "$SLUICE_LUA_PORT" "$SLUICE_LUA_PID" sluice_lua
+
 port_of() {
     case $1 in
     direct) echo "$MOCK_PORT" ;;
     nginx) echo "$NGINX_PORT" ;;
     sluice) echo "$SLUICE_PORT" ;;
+    sluice_lua) echo "$SLUICE_LUA_PORT" ;;
     esac
 }
 # The processes whose CPU time is "the proxy" for a target.
@@ -292,6 +326,7 @@ proxy_pids() {
     direct) ;;
     nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
     sluice) echo "$SLUICE_PID" ;;
+    sluice_lua) echo "$SLUICE_LUA_PID" ;;
     esac
 }
 
@@ -447,7 +482,7 @@ $1 == "SSE" {
     print $0 >> txt
 }
 END {
-    nt = split("direct nginx sluice", T, " ")
+    nt = split("direct nginx sluice sluice_lua", T, " ")
     nc = split(conns, C, " ")
     row("### sluice bench " stamp)
     row("")
@@ -485,6 +520,14 @@ END {
             v = m_cpr["sluice", c] / m_cpr["nginx", c]
             row(sprintf("| sluice/nginx proxy CPU per request, %s | %.3f | |", cs, v))
             both(sprintf("BENCH ratio=sluice_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
+        }
+        if (m_rps["nginx", c] > 0 && m_rps["sluice_lua", c] > 0) {
+            v = m_rps["sluice_lua", c] / m_rps["nginx", c]
+            row(sprintf("| sluice+1 Lua plugin/nginx req/s, %s | %.3f | %s |", cs, v, c == 50 ? ">= 0.85" : ""))
+            both(sprintf("BENCH ratio=sluice_lua_over_nginx_rps conns=%d value=%.3f", c, v))
+            v = m_cpr["sluice_lua", c] - m_cpr["sluice", c]
+            row(sprintf("| Lua plugin cost (proxy CPU per request), %s | %+.2f µs | |", cs, v))
+            both(sprintf("BENCH lua_plugin_cpu_us_per_req conns=%d value=%.2f", c, v))
         }
         if (m_rps["direct", c] > 0 && m_rps["sluice", c] > 0) {
             v = m_rps["sluice", c] / m_rps["direct", c]

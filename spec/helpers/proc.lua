@@ -86,6 +86,7 @@ function M.sluice(args, timeout)
   if M.valgrind then
     M.assert_no_valgrind_errors(out, status, "sluice " .. table.concat(args, " "))
   end
+  M.assert_no_sanitizer_errors(out, "sluice " .. table.concat(args, " "))
   return status, out
 end
 
@@ -294,6 +295,18 @@ function M.assert_no_valgrind_errors(text, status, what)
   end
 end
 
+-- AddressSanitizer, LeakSanitizer and UBSan reports (make test SANITIZE=1)
+-- fail the spec that stopped the process, whatever its exit status.
+function M.assert_no_sanitizer_errors(text, what)
+  text = text or ""
+  local hit = text:match("[^\n]*ERROR: %a+Sanitizer[^\n]*") or
+              text:match("[^\n]*runtime error:[^\n]*")
+  if hit then
+    error(string.format("sanitizer report from %s: %s\n%s", what, hit,
+      text:sub(1, 4000)), 3)
+  end
+end
+
 -- SIGTERM, wait, SIGKILL after the timeout. Returns the exit status (137
 -- or 143 when killed by a signal, as sh reports it). Under valgrind, errors
 -- in the log fail the caller.
@@ -317,6 +330,7 @@ function M.stop(p, timeout)
   if M.valgrind then
     M.assert_no_valgrind_errors(M.log(p), st, p.name)
   end
+  M.assert_no_sanitizer_errors(M.log(p), p.name)
   return st
 end
 
