@@ -26,6 +26,7 @@ enum {
     SL_ECONFIG = -13,    /* configuration rejected */
     SL_ECANCELED = -14,  /* the operation was canceled by its owner */
     SL_ECONNECT = -15,   /* connect failed (unreachable, other reasons) */
+    SL_ETOOMANY = -16,   /* too many items (headers, entries) */
 };
 
 /* A static, human-readable name for an SL_E* code. */

@@ -55,27 +55,23 @@ struct sl_http_conn {
     sl_http_server *srv;
     sl_http_conn *prev, *next;
     llhttp_t parser;
-    uv_timer_t timer;
     enum conn_state state;
-    sl_buf head;    /* URL, then header names and values */
+    sl_http_head head; /* the target, then header names and values */
     sl_buf out;     /* response bytes not yet handed to the stream */
     sl_buf pending; /* received, not yet parsed */
     sl_http_hdr *hdrs;
-    uint32_t *offs; /* during parsing: name_off, name_len, val_off, val_len */
+    uint32_t *offs; /* the head's offsets: 4 per header */
     uint32_t url_len;
-    int nhdrs;
     int reject_status; /* set by a callback that stops the parser */
     const char *reject_code;
     const char *reject_msg;
     char last_byte;
     uint8_t headers_done;
-    uint8_t in_value;
     uint8_t in_process;
     uint8_t again;
     uint8_t fresh;   /* no request started yet: the accept timer runs */
     uint8_t detached; /* off the server's list; the socket may linger */
     uint32_t trailer_bytes;
-    int handles_open;
     sl_http_req req;
 };
 
@@ -124,9 +120,9 @@ static sl_http_conn *conn_of(llhttp_t *p)
     return p->data;
 }
 
-static void start_timer(sl_http_conn *c, uint64_t ms, uv_timer_cb cb)
+static void start_timer(sl_http_conn *c, uint64_t ms, sl_stream_timer_cb cb)
 {
-    uv_timer_start(&c->timer, cb, ms, 0);
+    sl_stream_timer(&c->stream, ms, cb);
 }
 
 static int is_tchar(unsigned char ch)
@@ -199,18 +195,16 @@ static int reject_in_cb(sl_http_conn *c, int status, const char *code,
     return -1;
 }
 
-static void header_timeout(uv_timer_t *t);
-static void body_timeout(uv_timer_t *t);
+static void header_timeout(sl_stream *s);
+static void body_timeout(sl_stream *s);
 
 static int on_message_begin(llhttp_t *p)
 {
     sl_http_conn *c = conn_of(p);
     sl_http_req *r = &c->req;
     c->state = ST_HEAD;
-    c->head.len = 0;
-    c->nhdrs = 0;
+    sl_http_head_reset(&c->head);
     c->url_len = 0;
-    c->in_value = 0;
     r->start_ns = sl_now_ns();
     r->url = r->path = r->query = r->method_name = (sl_str){"", 0};
     c->trailer_bytes = 0;
@@ -222,88 +216,67 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
-static int head_append(sl_http_conn *c, const char *at, size_t n)
+/* Map a head-collection error to the answer the client gets. */
+static int head_error(sl_http_conn *c, int rc)
 {
-    if (c->head.len + n > c->srv->st.limits.max_header_bytes)
+    if (rc == SL_ETOOLARGE)
         return reject_in_cb(c, 431, "request_header_fields_too_large",
                             "request head exceeds the configured limit");
-    if (sl_buf_append(&c->head, at, n) < 0)
-        return reject_in_cb(c, 500, "internal_error", "out of memory");
-    return 0;
+    if (rc == SL_ETOOMANY)
+        return reject_in_cb(c, 431, "request_header_fields_too_large",
+                            "too many request headers");
+    return reject_in_cb(c, 500, "internal_error", "out of memory");
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     sl_http_conn *c = conn_of(p);
-    if (c->head.len + n > c->srv->st.limits.max_header_bytes)
+    int rc = sl_http_head_append(&c->head, at, n);
+    if (rc == SL_ETOOLARGE)
         return reject_in_cb(c, 414, "uri_too_long",
                             "request target exceeds the configured limit");
+    if (rc < 0)
+        return head_error(c, rc);
     c->url_len += (uint32_t)n;
-    return head_append(c, at, n);
+    return 0;
+}
+
+/* Trailers are read, bounded and dropped. */
+static int on_trailer(sl_http_conn *c, size_t n)
+{
+    c->trailer_bytes += (uint32_t)n;
+    if (c->trailer_bytes > c->srv->st.limits.max_header_bytes)
+        return reject_in_cb(c, 431, "request_header_fields_too_large",
+                            "request trailers exceed the configured limit");
+    return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     sl_http_conn *c = conn_of(p);
-    if (c->headers_done) { /* trailers are read, bounded and dropped */
-        c->trailer_bytes += (uint32_t)n;
-        if (c->trailer_bytes > c->srv->st.limits.max_header_bytes)
-            return reject_in_cb(c, 431, "request_header_fields_too_large",
-                                "request trailers exceed the configured limit");
-        return 0;
-    }
+    if (c->headers_done)
+        return on_trailer(c, n);
     for (size_t i = 0; i < n; i++)
         if (!is_tchar((unsigned char)at[i]))
             return reject_in_cb(c, 400, "invalid_header",
                                 "invalid character in a header name");
-    if (c->in_value || c->nhdrs == 0) {
-        if ((uint32_t)c->nhdrs >= c->srv->st.limits.max_headers)
-            return reject_in_cb(c, 431, "request_header_fields_too_large",
-                                "too many request headers");
-        uint32_t *o = &c->offs[c->nhdrs * 4];
-        o[0] = (uint32_t)c->head.len;
-        o[1] = o[2] = o[3] = 0;
-        c->nhdrs++;
-        c->in_value = 0;
-    }
-    c->offs[(c->nhdrs - 1) * 4 + 1] += (uint32_t)n;
-    return head_append(c, at, n);
+    int rc = sl_http_head_field(&c->head, at, n);
+    return rc < 0 ? head_error(c, rc) : 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     sl_http_conn *c = conn_of(p);
-    if (c->headers_done) {
-        c->trailer_bytes += (uint32_t)n;
-        if (c->trailer_bytes > c->srv->st.limits.max_header_bytes)
-            return reject_in_cb(c, 431, "request_header_fields_too_large",
-                                "request trailers exceed the configured limit");
-        return 0;
-    }
+    if (c->headers_done)
+        return on_trailer(c, n);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)at[i];
-        /* RFC 9112 §5.2: obs-fold (a CR/LF inside a value) is refused. */
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
             return reject_in_cb(c, 400, "invalid_header",
                                 "invalid character in a header value");
     }
-    uint32_t *o = &c->offs[(c->nhdrs - 1) * 4];
-    if (!c->in_value) {
-        o[2] = (uint32_t)c->head.len;
-        c->in_value = 1;
-    }
-    o[3] += (uint32_t)n;
-    return head_append(c, at, n);
-}
-
-static void trim_ows(sl_str *s)
-{
-    while (s->n && (s->p[0] == ' ' || s->p[0] == '\t')) {
-        s->p++;
-        s->n--;
-    }
-    while (s->n && (s->p[s->n - 1] == ' ' || s->p[s->n - 1] == '\t'))
-        s->n--;
+    int rc = sl_http_head_value(&c->head, at, n);
+    return rc < 0 ? head_error(c, rc) : 0;
 }
 
 static void set_request_id(sl_http_conn *c)
@@ -330,19 +303,12 @@ static int on_headers_complete(llhttp_t *p)
     sl_http_conn *c = conn_of(p);
     sl_http_req *r = &c->req;
     c->headers_done = 1;
-    const char *base = c->head.data;
-    r->url = (sl_str){base, c->url_len};
-    r->nheaders = c->nhdrs;
+    r->url = (sl_str){c->head.buf.data, c->url_len};
+    r->nheaders = sl_http_head_slices(&c->head, c->hdrs);
     r->headers = c->hdrs;
     int hosts = 0;
-    for (int i = 0; i < c->nhdrs; i++) {
-        uint32_t *o = &c->offs[i * 4];
-        c->hdrs[i].name = (sl_str){base + o[0], o[1]};
-        c->hdrs[i].value = (sl_str){base + o[2], o[3]};
-        trim_ows(&c->hdrs[i].value);
-        if (sl_ieq(base + o[0], o[1], "host"))
-            hosts++;
-    }
+    for (int i = 0; i < r->nheaders; i++)
+        hosts += sl_ieq(c->hdrs[i].name.p, c->hdrs[i].name.n, "host");
     r->method = llhttp_get_method(p);
     r->method_name.p = llhttp_method_name((llhttp_method_t)r->method);
     r->method_name.n = strlen(r->method_name.p);
@@ -379,7 +345,7 @@ static int on_headers_complete(llhttp_t *p)
         c->state = ST_BODY;
         start_timer(c, c->srv->st.body_timeout, body_timeout);
     } else {
-        uv_timer_stop(&c->timer);
+        sl_stream_timer_stop(&c->stream);
     }
     return 0;
 }
@@ -401,7 +367,7 @@ static int on_message_complete(llhttp_t *p)
     sl_http_conn *c = conn_of(p);
     c->req.keep_alive = (uint8_t)llhttp_should_keep_alive(p);
     c->state = ST_HANDLING;
-    uv_timer_stop(&c->timer);
+    sl_stream_timer_stop(&c->stream);
     return HPE_PAUSED; /* pipelined bytes wait until this response ends */
 }
 
@@ -574,27 +540,16 @@ static void maybe_drain_done(sl_http_server *srv)
     }
 }
 
-static void handle_closed(sl_http_conn *c)
+static void on_stream_close(sl_stream *s)
 {
-    if (--c->handles_open > 0)
-        return;
-    sl_buf_release(&c->head);
+    sl_http_conn *c = s->data;
+    sl_http_head_release(&c->head);
     sl_buf_release(&c->out);
     sl_buf_release(&c->pending);
     sl_buf_release(&c->req.body);
     free(c->hdrs);
     free(c->offs);
     free(c);
-}
-
-static void on_stream_close(sl_stream *s)
-{
-    handle_closed(s->data);
-}
-
-static void on_timer_close(uv_handle_t *h)
-{
-    handle_closed(h->data);
 }
 
 static const sl_stream_cbs stream_cbs = {
@@ -606,7 +561,7 @@ static const sl_stream_cbs stream_cbs = {
 };
 
 /* Take c off the server's books: it no longer counts for draining and its
- * timer is closed. The socket may still be finishing a lingering close. */
+ * deadlines stop. The socket may still be finishing a lingering close. */
 static void conn_detach(sl_http_conn *c)
 {
     if (c->detached)
@@ -620,8 +575,7 @@ static void conn_detach(sl_http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_timer_close);
+    sl_stream_timer_stop(&c->stream);
     maybe_drain_done(srv);
 }
 
@@ -644,23 +598,23 @@ static void conn_close_gracefully(sl_http_conn *c)
     sl_stream_close_after_write(&c->stream);
 }
 
-static void idle_timeout(uv_timer_t *t)
+static void idle_timeout(sl_stream *s)
 {
-    conn_close(t->data); /* nothing was asked: close without an answer */
+    conn_close(s->data); /* nothing was asked: close without an answer */
 }
 
-static void header_timeout(uv_timer_t *t)
+static void header_timeout(sl_stream *s)
 {
-    sl_http_conn *c = t->data;
+    sl_http_conn *c = s->data;
     if (c->state == ST_HEAD)
         reject(c, 408, "request_timeout", "the request head took too long");
     else
         conn_close(c);
 }
 
-static void body_timeout(uv_timer_t *t)
+static void body_timeout(sl_stream *s)
 {
-    sl_http_conn *c = t->data;
+    sl_http_conn *c = s->data;
     reject(c, 408, "request_timeout", "the request body took too long");
 }
 
@@ -692,10 +646,9 @@ static void on_accept(uv_stream_t *ls, int status)
     }
     c->srv = srv;
     c->fresh = 1;
-    c->handles_open = 2;
-    uv_timer_init(srv->loop, &c->timer);
-    c->timer.data = c;
-    sl_buf_init(&c->head, &srv->pool);
+    sl_http_head_init(&c->head, &srv->pool, c->offs,
+                      (int)srv->st.limits.max_headers,
+                      srv->st.limits.max_header_bytes);
     sl_buf_init(&c->out, &srv->pool);
     sl_buf_init(&c->pending, &srv->pool);
     sl_buf_init(&c->req.body, &srv->pool);
@@ -964,13 +917,12 @@ static void reset_for_next(sl_http_conn *c)
 {
     sl_http_req *r = &c->req;
     sl_buf_release(&r->body);
-    sl_buf_release(&c->head);
+    sl_http_head_release(&c->head);
     r->headers = NULL;
     r->nheaders = 0;
     r->id[0] = '\0';
     r->handler_data = NULL;
     c->headers_done = 0;
-    c->nhdrs = 0;
     c->url_len = 0;
 }
 

@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "http_head.h"
 #include "stream.h"
 #include "util.h"
 #include <llhttp.h>
@@ -20,11 +21,6 @@
 typedef struct sl_http_server sl_http_server;
 typedef struct sl_http_conn sl_http_conn;
 typedef struct sl_http_req sl_http_req;
-
-typedef struct sl_http_hdr {
-    sl_str name;
-    sl_str value;
-} sl_http_hdr;
 
 struct sl_http_req {
     sl_http_conn *conn;

@@ -51,7 +51,31 @@ int sl_stream_init(uv_loop_t *loop, sl_stream *s, sl_pool *rpool,
     if (rc < 0)
         return map_uv_error(rc);
     s->tcp.data = s;
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    s->handles_open = 2;
     return 0;
+}
+
+static void timer_fired(uv_timer_t *t)
+{
+    sl_stream *s = t->data;
+    if (s->timer_cb && !s->closing)
+        s->timer_cb(s);
+}
+
+void sl_stream_timer(sl_stream *s, uint64_t ms, sl_stream_timer_cb cb)
+{
+    if (s->closing || s->lingering)
+        return;
+    s->timer_cb = cb;
+    uv_timer_start(&s->timer, timer_fired, ms, 0);
+}
+
+void sl_stream_timer_stop(sl_stream *s)
+{
+    if (!s->lingering)
+        uv_timer_stop(&s->timer);
 }
 
 static void fail(sl_stream *s, int err)
@@ -327,6 +351,8 @@ int sl_stream_connect(sl_stream *s, const struct sockaddr *addr,
 static void close_cb(uv_handle_t *h)
 {
     sl_stream *s = from_handle(h);
+    if (--s->handles_open > 0)
+        return;
     if (s->rbuf)
         give_back_rbuf(s);
     if (s->tls) {
@@ -337,21 +363,14 @@ static void close_cb(uv_handle_t *h)
         s->cbs->on_close(s);
 }
 
-static void linger_timer_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
 void sl_stream_close(sl_stream *s)
 {
     if (s->closing)
         return;
     s->closing = 1;
     s->reading = 0;
-    if (s->linger) {
-        uv_close((uv_handle_t *)s->linger, linger_timer_closed);
-        s->linger = NULL;
-    }
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, close_cb);
     uv_close((uv_handle_t *)&s->tcp, close_cb);
 }
 
@@ -366,6 +385,7 @@ static void linger_timeout(uv_timer_t *t)
     finish_linger(t->data);
 }
 
+
 static void shutdown_cb(uv_shutdown_t *req, int status)
 {
     sl_stream *s = req->data;
@@ -379,14 +399,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
      * unread input makes the kernel send RST, which can destroy the answer
      * we just sent before the client reads it. */
     s->lingering = 1;
-    s->linger = malloc(sizeof(uv_timer_t));
-    if (!s->linger) {
-        sl_stream_close(s);
-        return;
-    }
-    uv_timer_init(s->tcp.loop, s->linger);
-    s->linger->data = s;
-    uv_timer_start(s->linger, linger_timeout, LINGER_MS, 0);
+    uv_timer_start(&s->timer, linger_timeout, LINGER_MS, 0);
     if (!s->reading) {
         s->reading = 1;
         if (uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb) < 0)
@@ -399,6 +412,8 @@ void sl_stream_close_after_write(sl_stream *s)
     if (s->closing || s->lingering || s->shutting_down)
         return;
     s->shutting_down = 1;
+    uv_timer_stop(&s->timer); /* the owner's deadlines are over */
+    s->timer_cb = NULL;
     if (s->tls && s->connected) {
         sl_tls_close_notify(s->tls);
         flush_tls(s);

@@ -15,6 +15,8 @@
 
 typedef struct sl_stream sl_stream;
 
+typedef void (*sl_stream_timer_cb)(sl_stream *s);
+
 typedef struct sl_stream_cbs {
     /* Plaintext arrived. The bytes are valid only during the call. */
     void (*on_read)(sl_stream *s, const char *data, size_t len);
@@ -25,7 +27,8 @@ typedef struct sl_stream_cbs {
     void (*on_connect)(sl_stream *s, int status);
     /* Every queued write reached the kernel. Optional. */
     void (*on_drain)(sl_stream *s);
-    /* The handle is closed; the owner may free the memory holding `s`. */
+    /* The socket and the timer are closed; the owner may free the memory
+     * holding `s`. */
     void (*on_close)(sl_stream *s);
 } sl_stream_cbs;
 
@@ -45,7 +48,9 @@ struct sl_stream {
     unsigned shutting_down : 1;
     unsigned lingering : 1;
     uv_shutdown_t shutdown_req;
-    uv_timer_t *linger; /* allocated only for a lingering close */
+    uv_timer_t timer;   /* the owner's deadlines; a lingering close's own */
+    sl_stream_timer_cb timer_cb;
+    int handles_open;
     const char *tls_error; /* the TLS reason when on_error had SL_ETLS */
 };
 
@@ -67,6 +72,11 @@ void sl_stream_read_stop(sl_stream *s);
 
 /* Send bufs in order. Returns 0 or a negative SL_E* code. */
 int sl_stream_write(sl_stream *s, const uv_buf_t *bufs, unsigned nbufs);
+
+/* Run cb once after ms (replacing any pending deadline) / cancel it. One
+ * timer per connection serves every phase of its owner. */
+void sl_stream_timer(sl_stream *s, uint64_t ms, sl_stream_timer_cb cb);
+void sl_stream_timer_stop(sl_stream *s);
 
 /* Close now: queued writes are abandoned, on_close follows. */
 void sl_stream_close(sl_stream *s);

@@ -33,16 +33,12 @@ struct upconn {
     sl_up *u;
     pool *pool;
     upconn *prev, *next; /* idle list, or the busy list */
-    uv_timer_t timer;
-    int handles_open;
     int idle;
     llhttp_t parser;
     sl_up_exchange *x;
-    sl_buf head;
+    sl_http_head head;
     uint32_t offs[UP_MAX_HEADERS * 4];
     sl_http_hdr hdrs[UP_MAX_HEADERS];
-    int nhdrs;
-    int in_value;
     int complete;
     int no_reuse; /* bytes followed the response: framing is in doubt */
 };
@@ -83,7 +79,7 @@ static const sl_stream_cbs conn_cbs;
 static void conn_close(upconn *c);
 static void finish(sl_up_exchange *x, int err, const char *phase);
 static int start_new_conn(sl_up_exchange *x);
-static void timeout_cb(uv_timer_t *t);
+static void timeout_cb(sl_stream *s);
 
 /* ---- lists -------------------------------------------------------------- */
 
@@ -146,7 +142,7 @@ static void finish(sl_up_exchange *x, int err, const char *phase)
     }
     if (c) {
         c->x = NULL;
-        uv_timer_stop(&c->timer);
+        sl_stream_timer_stop(&c->stream);
         int keep = err == 0 && !c->no_reuse &&
                    llhttp_should_keep_alive(&c->parser) &&
                    !x->u->closing && c->pool->nidle < (int)x->u->max_idle;
@@ -159,10 +155,10 @@ static void finish(sl_up_exchange *x, int err, const char *phase)
             c->complete = 0;
             c->no_reuse = 0;
             c->idle = 1;
-            sl_buf_release(&c->head);
+            sl_http_head_release(&c->head);
             list_push(&c->pool->idle, c);
             c->pool->nidle++;
-            uv_timer_start(&c->timer, timeout_cb, x->u->pool_idle_ms, 0);
+            sl_stream_timer(&c->stream, x->u->pool_idle_ms, timeout_cb);
             sl_stream_read_start(&c->stream);
         } else {
             conn_close(c);
@@ -201,9 +197,9 @@ static void fail_or_retry(sl_up_exchange *x, int err, const char *phase)
 
 /* ---- timers --------------------------------------------------------------- */
 
-static void timeout_cb(uv_timer_t *t)
+static void timeout_cb(sl_stream *s)
 {
-    upconn *c = t->data;
+    upconn *c = s->data;
     sl_up_exchange *x = c->x;
     if (!x) {
         conn_close(c);
@@ -223,38 +219,19 @@ static upconn *up_of(llhttp_t *p)
     return p->data;
 }
 
-static int up_head_append(upconn *c, const char *at, size_t n)
-{
-    if (c->head.len + n > UP_MAX_HEAD_BYTES)
-        return -1;
-    return sl_buf_append(&c->head, at, n) < 0 ? -1 : 0;
-}
-
 static int up_on_message_begin(llhttp_t *p)
 {
-    upconn *c = up_of(p);
-    c->head.len = 0;
-    c->nhdrs = 0;
-    c->in_value = 0;
+    sl_http_head_reset(&up_of(p)->head);
     return 0;
 }
 
+/* Response trailers (after the head was handed over) are dropped. */
 static int up_on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     upconn *c = up_of(p);
-    if (c->x && c->x->res.status) /* trailers: dropped */
+    if (c->x && c->x->res.status)
         return 0;
-    if (c->in_value || c->nhdrs == 0) {
-        if (c->nhdrs >= UP_MAX_HEADERS)
-            return -1;
-        uint32_t *o = &c->offs[c->nhdrs * 4];
-        o[0] = (uint32_t)c->head.len;
-        o[1] = o[2] = o[3] = 0;
-        c->nhdrs++;
-        c->in_value = 0;
-    }
-    c->offs[(c->nhdrs - 1) * 4 + 1] += (uint32_t)n;
-    return up_head_append(c, at, n);
+    return sl_http_head_field(&c->head, at, n) < 0 ? -1 : 0;
 }
 
 static int up_on_header_value(llhttp_t *p, const char *at, size_t n)
@@ -262,13 +239,7 @@ static int up_on_header_value(llhttp_t *p, const char *at, size_t n)
     upconn *c = up_of(p);
     if (c->x && c->x->res.status)
         return 0;
-    uint32_t *o = &c->offs[(c->nhdrs - 1) * 4];
-    if (!c->in_value) {
-        o[2] = (uint32_t)c->head.len;
-        c->in_value = 1;
-    }
-    o[3] += (uint32_t)n;
-    return up_head_append(c, at, n);
+    return sl_http_head_value(&c->head, at, n) < 0 ? -1 : 0;
 }
 
 static int up_on_headers_complete(llhttp_t *p)
@@ -280,16 +251,7 @@ static int up_on_headers_complete(llhttp_t *p)
     int status = llhttp_get_status_code(p);
     if (status >= 100 && status < 200)
         return 0; /* interim answer: the real head follows */
-    const char *base = c->head.data;
-    for (int i = 0; i < c->nhdrs; i++) {
-        uint32_t *o = &c->offs[i * 4];
-        c->hdrs[i].name = (sl_str){base + o[0], o[1]};
-        c->hdrs[i].value = (sl_str){base + o[2], o[3]};
-        while (c->hdrs[i].value.n &&
-               (c->hdrs[i].value.p[c->hdrs[i].value.n - 1] == ' ' ||
-                c->hdrs[i].value.p[c->hdrs[i].value.n - 1] == '\t'))
-            c->hdrs[i].value.n--;
-    }
+    int nhdrs = sl_http_head_slices(&c->head, c->hdrs);
     x->res.status = status;
     x->res.head_ns = sl_now_ns() - x->start_ns;
     int64_t cl = -1;
@@ -297,7 +259,7 @@ static int up_on_headers_complete(llhttp_t *p)
         cl = 0;
     else if (p->flags & F_CONTENT_LENGTH)
         cl = (int64_t)p->content_length;
-    x->cbs->on_head(x->data, status, c->hdrs, c->nhdrs, cl);
+    x->cbs->on_head(x->data, status, c->hdrs, nhdrs, cl);
     if (x->canceled)
         return -1;
     return x->head_request ? 1 : 0; /* 1: no body follows */
@@ -352,7 +314,7 @@ static void conn_on_read(sl_stream *s, const char *data, size_t len)
         return;
     }
     x->got_bytes = 1;
-    uv_timer_start(&c->timer, timeout_cb, x->be->idle_timeout, 0);
+    sl_stream_timer(&c->stream, x->be->idle_timeout, timeout_cb);
     x->busy++;
     llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
     if (!x->canceled) {
@@ -412,7 +374,7 @@ static void conn_on_error(sl_stream *s, int err)
 static void send_request(sl_up_exchange *x)
 {
     upconn *c = x->conn;
-    uv_timer_start(&c->timer, timeout_cb, x->be->first_byte_timeout, 0);
+    sl_stream_timer(&c->stream, x->be->first_byte_timeout, timeout_cb);
     int rc = sl_stream_write(&c->stream, x->req, x->nreq);
     if (rc == 0)
         rc = sl_stream_read_start(&c->stream);
@@ -442,22 +404,11 @@ static void conn_on_connect(sl_stream *s, int status)
     send_request(x);
 }
 
-static void conn_handle_closed(upconn *c)
-{
-    if (--c->handles_open > 0)
-        return;
-    sl_buf_release(&c->head);
-    free(c);
-}
-
 static void conn_on_close(sl_stream *s)
 {
-    conn_handle_closed(s->data);
-}
-
-static void timer_closed(uv_handle_t *h)
-{
-    conn_handle_closed(h->data);
+    upconn *c = s->data;
+    sl_http_head_release(&c->head);
+    free(c);
 }
 
 static const sl_stream_cbs conn_cbs = {
@@ -478,8 +429,6 @@ static void conn_close(upconn *c)
     } else {
         list_remove(&c->u->busy, c);
     }
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, timer_closed);
     sl_stream_close(&c->stream);
 }
 
@@ -494,10 +443,8 @@ static upconn *conn_new(sl_up *u, pool *p)
     }
     c->u = u;
     c->pool = p;
-    c->handles_open = 2;
-    uv_timer_init(u->loop, &c->timer);
-    c->timer.data = c;
-    sl_buf_init(&c->head, NULL);
+    sl_http_head_init(&c->head, NULL, c->offs, UP_MAX_HEADERS,
+                      UP_MAX_HEAD_BYTES);
     llhttp_init(&c->parser, HTTP_RESPONSE, parser_settings());
     c->parser.data = c;
     list_push(&u->busy, c);
@@ -550,7 +497,7 @@ static int start_new_conn(sl_up_exchange *x)
     c->x = x;
     x->conn = c;
     x->conn_start_ns = sl_now_ns();
-    uv_timer_start(&c->timer, timeout_cb, x->be->connect_timeout, 0);
+    sl_stream_timer(&c->stream, x->be->connect_timeout, timeout_cb);
     struct sockaddr_storage ss;
     if (sl_dns_cached(x->u->dns, x->be->host, x->be->port, &ss) == 0) {
         do_connect(x, (struct sockaddr *)&ss);

@@ -26,6 +26,7 @@ const char *sl_strerror(int err)
     case SL_ECONFIG: return "configuration error";
     case SL_ECANCELED: return "canceled";
     case SL_ECONNECT: return "connect failed";
+    case SL_ETOOMANY: return "too many items";
     }
     return "unknown error";
 }
