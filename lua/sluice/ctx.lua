@@ -3,10 +3,12 @@
 -- Each plugin gets its own ctx proxy for a request, bound to that plugin
 -- when the runtime creates it: ctx.vars is that plugin's alone, and what it
 -- denies or annotates carries its name, whoever happens to run the code.
--- Proxies are empty tables: the data lives in module-local tables plugins
--- cannot reach, so a plugin can neither overwrite a method another plugin
--- will call nor see another plugin's state. Headers and the JSON body are
--- fetched from C only when a plugin asks, once.
+-- A proxy holds its data under two private keys (unique tables no plugin
+-- can name; the sandbox's next/pairs skip them), and its methods live in a
+-- locked metatable, so a plugin can neither overwrite a method another
+-- plugin will call nor see another plugin's state. No side tables: nothing
+-- outlives the request for the garbage collector to chase. Headers and the
+-- JSON body are fetched from C only when a plugin asks, once.
 local M = {}
 
 local core, json
@@ -14,10 +16,10 @@ local type, pairs, next, error, tostring, setmetatable, getmetatable =
   type, pairs, next, error, tostring, setmetatable, getmetatable
 local lower, find, match = string.lower, string.find, string.match
 
--- proxy → binding { st = request state, index = plugin order, name = plugin }
-local BIND = setmetatable({}, { __mode = "k" })
--- request proxy → request state
-local RST = setmetatable({}, { __mode = "k" })
+-- The private keys: a proxy's request state, and the chain entry (plugin)
+-- it is bound to.
+local PRIV, ENTRY = {}, {}
+M.PRIVATE_KEYS = { [PRIV] = true, [ENTRY] = true }
 
 -- The plugin whose phase runs now: only for naming who changed the body
 -- in an error message, never for deciding whose state a call touches.
@@ -81,14 +83,14 @@ local function load_headers(rs)
 end
 
 function request_methods.header(self, name)
-  local rs = RST[self]
+  local rs = self[PRIV]
   if type(name) ~= "string" then error("header wants a name", 2) end
   load_headers(rs)
   return rs.hmap[lower(name)]
 end
 
 function request_methods.headers(self)
-  local rs = RST[self]
+  local rs = self[PRIV]
   load_headers(rs)
   local copy = {}
   for k, v in pairs(rs.hmap) do copy[k] = v end
@@ -99,7 +101,7 @@ function request_methods.set_header(self, name, value)
   if not valid_name(name) then error("invalid header name", 2) end
   if type(value) == "number" then value = tostring(value) end
   if not valid_value(value) then error("invalid value for header " .. name, 2) end
-  local rs = RST[self]
+  local rs = self[PRIV]
   load_headers(rs)
   name = lower(name)
   if rs.hmap[name] == nil then rs.horder[#rs.horder + 1] = name end
@@ -109,7 +111,7 @@ end
 
 function request_methods.remove_header(self, name)
   if not valid_name(name) then error("invalid header name", 2) end
-  local rs = RST[self]
+  local rs = self[PRIV]
   load_headers(rs)
   name = lower(name)
   if rs.hmap[name] ~= nil then
@@ -119,20 +121,20 @@ function request_methods.remove_header(self, name)
 end
 
 function request_methods.body(self)
-  local rs = RST[self]
+  local rs = self[PRIV]
   if rs.body == nil then rs.body = rs.source.body(rs.handle) end
   return rs.body
 end
 
 function request_methods.set_body(self, s)
   if type(s) ~= "string" then error("set_body wants a string", 2) end
-  local rs = RST[self]
+  local rs = self[PRIV]
   rs.body, rs.body_dirty, rs.json, rs.json_err, rs.json_dirty = s, true, nil, nil, false
 end
 
 -- The body decoded as JSON, once; nil and an error when it is not JSON.
 function request_methods.json(self)
-  local rs = RST[self]
+  local rs = self[PRIV]
   if rs.json == nil and rs.json_err == nil then
     local v, err = json.decode(request_methods.body(self))
     if v == nil then rs.json_err = err else rs.json = v end
@@ -145,7 +147,7 @@ end
 -- other metatables on data they hand back — encode ignores them anyway.)
 function request_methods.set_json(self, v)
   if type(v) ~= "table" then error("set_json wants a table", 2) end
-  local rs = RST[self]
+  local rs = self[PRIV]
   rs.json, rs.json_err, rs.json_dirty, rs.json_by = v, nil, true, running
 end
 
@@ -160,7 +162,7 @@ local request_mt = {
     local m = request_methods[k]
     if m then return m end
     local f = request_fields[k]
-    if f then return f(RST[t]) end
+    if f then return f(t[PRIV]) end
     return nil
   end,
   __newindex = function(_, k) error("ctx.request." .. tostring(k) .. " is read-only; use its methods", 2) end,
@@ -177,7 +179,7 @@ function ctx_methods.deny(self, status, code, message, headers)
   if type(status) ~= "number" or status < 400 or status > 599 or status % 1 ~= 0 then
     error("ctx:deny wants an HTTP status from 400 to 599", 2)
   end
-  local b = BIND[self]
+  local st, e = self[PRIV], self[ENTRY]
   local flat
   if headers ~= nil then
     if type(headers) ~= "table" or getmetatable(headers) ~= nil then
@@ -199,38 +201,44 @@ function ctx_methods.deny(self, status, code, message, headers)
     error("ctx:deny code must be a short identifier like model_not_found", 2)
   end
   if type(message) ~= "string" then error("ctx:deny message must be a string", 2) end
-  b.st.deny = { status = status, code = code, message = message:sub(1, 500),
-                headers = flat, plugin = b.name }
+  st.deny = { status = status, code = code, message = message:sub(1, 500),
+              headers = flat, plugin = e.name }
   return true
 end
 
 function ctx_methods.annotate(self, key, value)
-  local b = BIND[self]
-  local notes = b.st.notes
-  if not notes then notes = {}; b.st.notes = notes end
-  notes[#notes + 1] = { plugin = b.name, key = tostring(key), value = plain_copy(value, 0) }
+  local st = self[PRIV]
+  local notes = st.notes
+  if not notes then notes = {}; st.notes = notes end
+  notes[#notes + 1] = { plugin = self[ENTRY].name, key = tostring(key),
+                        value = plain_copy(value, 0) }
 end
 
 function ctx_methods.set_targets(self, targets)
   if type(targets) ~= "table" then error("set_targets wants a list of backend names", 2) end
-  local b = BIND[self]
-  b.st.targets, b.st.targets_by = plain_copy(targets, 0), b.name
+  local st = self[PRIV]
+  st.targets, st.targets_by = plain_copy(targets, 0), self[ENTRY].name
 end
 
 local ctx_fields = {
-  id = function(b) return b.st.id end,
-  request = function(b) return b.st.request end,
-  vars = function(b)
-    local vars = b.st.vars
-    local v = vars[b.index]
-    if not v then v = {}; vars[b.index] = v end
+  id = function(st) return st.id end,
+  request = function(st) return st.request end,
+  vars = function(st, e)
+    local vars = st.vars
+    if not vars then vars = {}; st.vars = vars end
+    local v = vars[e.order]
+    if not v then v = {}; vars[e.order] = v end
     return v
   end,
-  consumer = function(b) return b.st.consumer end,
-  route = function(b) return b.st.route end,
-  response = function(b) return b.st.response end,
-  usage = function(b) return b.st.usage end,
-  policy_version = function(b) return b.st.version end,
+  consumer = function(st) return st.consumer end,
+  route = function(st) return st.route end,
+  response = function(st) return st.response end,
+  usage = function(st)
+    local u = st.usage
+    if not u then u = {}; st.usage = u end
+    return u
+  end,
+  policy_version = function(st) return st.version end,
 }
 
 local ctx_mt = {
@@ -238,12 +246,12 @@ local ctx_mt = {
     local m = ctx_methods[k]
     if m then return m end
     local f = ctx_fields[k]
-    if f then return f(BIND[t]) end
+    if f then return f(t[PRIV], t[ENTRY]) end
     return nil
   end,
   __newindex = function(t, k, v)
     if k == "consumer" then
-      BIND[t].st.consumer = plain_copy(v, 0)
+      t[PRIV].consumer = plain_copy(v, 0)
       return
     end
     error("ctx." .. tostring(k) .. " is read-only", 2)
@@ -255,21 +263,19 @@ local ctx_mt = {
 -- supplies request data on demand (C in the gateway, tables in specs).
 -- Returns the shared request state; plugins get proxies from M.proxy().
 function M.new(source, handle, id, method, path, query, version)
-  local req = setmetatable({}, request_mt)
-  RST[req] = { source = source, handle = handle, method = method, path = path,
-               query = query or "" }
-  return { id = id, request = req, vars = {}, version = version, usage = {} }
+  -- One table holds the request's state and the ctx's (their fields do
+  -- not overlap); the request proxy points at it like every ctx proxy.
+  local st = { id = id, version = version, source = source, handle = handle,
+               method = method, path = path, query = query or "" }
+  st.request = setmetatable({ [PRIV] = st }, request_mt)
+  return st
 end
 
--- A ctx proxy for plugin entry e on request state st. A fresh one per
--- call: the state never points back at its proxies, so the weak BIND table
--- lets both go when the request is over.
+-- A ctx proxy for plugin entry e on request state st.
 function M.proxy(st, e)
-  local p = setmetatable({}, ctx_mt)
-  BIND[p] = { st = st, index = e.order, name = e.name }
-  return p
+  return setmetatable({ [PRIV] = st, [ENTRY] = e }, ctx_mt)
 end
 
-function M.request_state(st) return RST[st.request] end
+function M.request_state(st) return st end
 
 return M

@@ -245,8 +245,8 @@ function M.request(chain, handle, id, method, path, query, source)
       end
     end
   end
-  st.route = { targets = targets }
-  local rs = ctxmod.request_state(st)
+  if keep then st.route = { targets = targets } end
+  local rs = st
   local headers = rs.headers_dirty and flat_headers(rs) or nil
   local body
   if rs.json_dirty then

@@ -60,6 +60,12 @@ local function guard(s, pat, plain)
   end
 end
 
+-- table.foreach/foreachi would walk a ctx's private keys: leave them out.
+local safe_table = {}
+for k, v in pairs(table) do
+  if k ~= "foreach" and k ~= "foreachi" then safe_table[k] = v end
+end
+
 local safe_string = {}
 for k, v in pairs(string) do
   if k ~= "dump" then safe_string[k] = v end
@@ -105,6 +111,22 @@ local function readonly(t, what)
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
+
+-- next and pairs that do not show the runtime's private keys on ctx
+-- objects (see ctx.lua): a plugin cannot name what it cannot enumerate.
+local PRIVATE = require("sluice.ctx").PRIVATE_KEYS
+local raw_next = next
+
+local function safe_next(t, k)
+  local nk, nv = raw_next(t, k)
+  while nk ~= nil and PRIVATE[nk] do nk, nv = raw_next(t, nk) end
+  return nk, nv
+end
+
+local function safe_pairs(t)
+  if type(t) ~= "table" then error("bad argument #1 to 'pairs' (table expected)", 2) end
+  return safe_next, t, nil
+end
 
 -- A pcall that cannot catch the budget error.
 local function safe_pcall(f, ...)
@@ -220,12 +242,12 @@ function M.env(plugin_name)
   local sl = sluice_view(plugin_name)
   local env = {
     _VERSION = _VERSION,
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    assert = assert, error = error, ipairs = ipairs, next = safe_next, pairs = safe_pairs,
     select = select, tonumber = tonumber, tostring = tostring, type = type,
     unpack = unpack, rawequal = rawequal,
     getmetatable = getmetatable, setmetatable = safe_setmetatable,
     pcall = safe_pcall, xpcall = safe_xpcall,
-    string = checked_copy(safe_string), table = checked_copy(table),
+    string = checked_copy(safe_string), table = checked_copy(safe_table),
     math = copy(math_view),
     bit = copy(bit), os = copy(safe_os),
     sluice = sl,
