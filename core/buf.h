@@ -14,7 +14,7 @@ typedef struct sl_pool {
     size_t block;    /* bytes per block */
     size_t max_free; /* blocks kept on the free list at most */
     size_t nfree;
-    void *free;      /* singly linked through the first word of each block */
+    void *free; /* singly linked through the first word of each block */
 } sl_pool;
 
 void sl_pool_init(sl_pool *p, size_t block, size_t max_free);

@@ -11,22 +11,22 @@
 
 enum {
     SL_OK = 0,
-    SL_ENOMEM = -1,      /* allocation failed */
-    SL_EINVAL = -2,      /* bad argument or input */
-    SL_EIO = -3,         /* I/O error */
-    SL_ETIMEDOUT = -4,   /* a deadline passed */
+    SL_ENOMEM = -1,       /* allocation failed */
+    SL_EINVAL = -2,       /* bad argument or input */
+    SL_EIO = -3,          /* I/O error */
+    SL_ETIMEDOUT = -4,    /* a deadline passed */
     SL_ECONNREFUSED = -5, /* peer refused the connection */
-    SL_ECONNRESET = -6,  /* peer reset or closed too early */
-    SL_EDNS = -7,        /* name resolution failed */
-    SL_ETLS = -8,        /* TLS handshake or record error */
-    SL_EPROTO = -9,      /* peer spoke malformed HTTP */
-    SL_ETOOLARGE = -10,  /* a configured limit was exceeded */
-    SL_EAGAIN = -11,     /* not ready yet: call again with more input */
-    SL_EEOF = -12,       /* orderly end of stream */
-    SL_ECONFIG = -13,    /* configuration rejected */
-    SL_ECANCELED = -14,  /* the operation was canceled by its owner */
-    SL_ECONNECT = -15,   /* connect failed (unreachable, other reasons) */
-    SL_ETOOMANY = -16,   /* too many items (headers, entries) */
+    SL_ECONNRESET = -6,   /* peer reset or closed too early */
+    SL_EDNS = -7,         /* name resolution failed */
+    SL_ETLS = -8,         /* TLS handshake or record error */
+    SL_EPROTO = -9,       /* peer spoke malformed HTTP */
+    SL_ETOOLARGE = -10,   /* a configured limit was exceeded */
+    SL_EAGAIN = -11,      /* not ready yet: call again with more input */
+    SL_EEOF = -12,        /* orderly end of stream */
+    SL_ECONFIG = -13,     /* configuration rejected */
+    SL_ECANCELED = -14,   /* the operation was canceled by its owner */
+    SL_ECONNECT = -15,    /* connect failed (unreachable, other reasons) */
+    SL_ETOOMANY = -16,    /* too many items (headers, entries) */
 };
 
 /* A static, human-readable name for an SL_E* code. */

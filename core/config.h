@@ -48,17 +48,17 @@ typedef struct sl_config {
     char *access_log;               /* path, "stdout", or NULL (off) */
     char *error_log;                /* path or NULL (stderr) */
     int log_level;
-    int mock_enabled;               /* run the built-in mock provider */
+    int mock_enabled; /* run the built-in mock provider */
     sl_listen_cfg mock_listen;
-    char **plugin_dirs;             /* searched in order for NAME.lua */
+    char **plugin_dirs; /* searched in order for NAME.lua */
     int nplugin_dirs;
-    char **secret_dirs;             /* where file: secrets may live */
+    char **secret_dirs; /* where file: secrets may live */
     int nsecret_dirs;
-    char **secret_env;              /* env: secrets plugins may read */
+    char **secret_env; /* env: secrets plugins may read */
     int nsecret_env;
-    uint64_t lua_memory_limit;      /* bytes a worker's Lua state may hold */
-    uint64_t lua_time_budget;       /* ms one plugin call may run */
-    uint64_t lua_memory_budget;     /* bytes one plugin call may add */
+    uint64_t lua_memory_limit;  /* bytes a worker's Lua state may hold */
+    uint64_t lua_time_budget;   /* ms one plugin call may run */
+    uint64_t lua_memory_budget; /* bytes one plugin call may add */
 } sl_config;
 
 /* Defaults for every setting (no listener, no policy dir). */
@@ -75,7 +75,7 @@ typedef struct sl_backend {
     char *provider;
     char *region;
     char *url;
-    char *host;        /* for DNS and SNI */
+    char *host; /* for DNS and SNI */
     uint16_t port;
     int tls;
     int tls_verify;
@@ -104,9 +104,9 @@ typedef struct sl_plugin_src {
 /* A policy version, immutable once loaded and shared by all workers
  * through reference counting. */
 typedef struct sl_policy {
-    int refs;           /* atomic */
+    int refs; /* atomic */
     char *dir;
-    char version[17];   /* first 16 hex digits of the bundle's SHA-256 */
+    char version[17]; /* first 16 hex digits of the bundle's SHA-256 */
     sl_backend *backends;
     int nbackends;
     int default_backend; /* index or -1 */

@@ -81,7 +81,8 @@ static void set_port(struct sockaddr_storage *a, uint16_t port)
         ((struct sockaddr_in6 *)a)->sin6_port = htons(port);
 }
 
-static int numeric(const char *host, uint16_t port, struct sockaddr_storage *out)
+static int numeric(const char *host, uint16_t port,
+                   struct sockaddr_storage *out)
 {
     memset(out, 0, sizeof(*out));
     struct sockaddr_in *v4 = (struct sockaddr_in *)out;

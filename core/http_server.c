@@ -6,7 +6,7 @@
  * answers → sl_http_response_end() resumes parsing. Everything llhttp lets
  * through that RFC 9112 forbids (bare LF, whitespace before a colon,
  * obs-fold, control characters) is refused here before any handler sees it. */
-#include "http_server.h"
+#include "http_conn.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -17,103 +17,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_BLOCK (16 * 1024)
-#define PENDING_MAX (64 * 1024) /* pipelined bytes buffered while busy */
-
-enum conn_state {
-    ST_IDLE,     /* waiting for the first byte of a request */
-    ST_HEAD,     /* reading the request head */
-    ST_BODY,     /* reading the request body */
-    ST_HANDLING, /* the handler owns the request */
-    ST_CLOSING,
-};
-
-typedef struct listener {
-    uv_tcp_t tcp;
-    sl_http_server *srv;
-    sl_tls_config *tls;
-    struct listener *next;
-} listener;
-
-struct sl_http_server {
-    uv_loop_t *loop;
-    sl_http_settings st;
-    sl_http_handler h;
-    llhttp_settings_t ps;
-    sl_pool pool; /* READ_BLOCK blocks: reads, heads, bodies, output */
-    listener *listeners;
-    sl_http_conn *conns;
-    int nconns;
-    int draining;
-    void (*drain_done)(void *);
-    void *drain_arg;
-    sl_rand rand;
-};
-
-struct sl_http_conn {
-    sl_stream stream;
-    sl_http_server *srv;
-    sl_http_conn *prev, *next;
-    llhttp_t parser;
-    enum conn_state state;
-    sl_http_head head; /* the target, then header names and values */
-    sl_buf out;     /* response bytes not yet handed to the stream */
-    sl_buf pending; /* received, not yet parsed */
-    sl_http_hdr *hdrs;
-    uint32_t *offs; /* the head's offsets: 4 per header */
-    uint32_t url_len;
-    int reject_status; /* set by a callback that stops the parser */
-    const char *reject_code;
-    const char *reject_msg;
-    char last_byte;
-    uint8_t headers_done;
-    uint8_t in_process;
-    uint8_t again;
-    uint8_t fresh;   /* no request started yet: the accept timer runs */
-    uint8_t detached; /* off the server's list; the socket may linger */
-    uint32_t trailer_bytes;
-    sl_http_req req;
-};
-
 static const sl_stream_cbs stream_cbs;
-static void conn_close(sl_http_conn *c);
 static void conn_close_gracefully(sl_http_conn *c);
 static void process(sl_http_conn *c);
 
 /* ---- small helpers ------------------------------------------------------ */
-
-const char *sl_http_reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    }
-    return "Unknown";
-}
 
 static sl_http_conn *conn_of(llhttp_t *p)
 {
@@ -135,39 +43,6 @@ static int is_tchar(unsigned char ch)
 
 /* ---- rejection ---------------------------------------------------------- */
 
-static void write_error(sl_http_conn *c, int status, const char *type,
-                        const char *code, const char *message, int close)
-{
-    char body[768];
-    char esc[512];
-    size_t el = sl_json_escape(esc, sizeof(esc), message, strlen(message));
-    int bl = snprintf(body, sizeof(body),
-                      "{\"error\":{\"message\":\"%.*s\",\"type\":\"%s\","
-                      "\"code\":\"%s\"}}\n",
-                      (int)el, esc, type, code);
-    sl_buf_printf(&c->out,
-                  "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-                  "content-length: %d\r\n%s",
-                  status, sl_http_reason(status), bl,
-                  close ? "connection: close\r\n" : "");
-    if (c->req.id[0])
-        sl_buf_printf(&c->out, "x-request-id: %s\r\n", c->req.id);
-    sl_buf_append(&c->out, "\r\n", 2);
-    if (c->req.method != HTTP_HEAD || !c->headers_done)
-        sl_buf_append(&c->out, body, (size_t)bl);
-}
-
-static void flush_out(sl_http_conn *c)
-{
-    if (c->out.len == 0 || c->stream.closing)
-        return;
-    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    int rc = sl_stream_write(&c->stream, &b, 1);
-    c->out.len = 0;
-    if (rc < 0 && rc != SL_ECANCELED)
-        conn_close(c);
-}
-
 /* Answer a request the server refuses, log it, and close. */
 static void reject(sl_http_conn *c, int status, const char *code,
                    const char *message)
@@ -177,10 +52,10 @@ static void reject(sl_http_conn *c, int status, const char *code,
     if (!c->req.id[0])
         sl_request_id(&c->srv->rand, c->req.id);
     c->req.status = status;
-    write_error(c, status, "invalid_request_error", code, message, 1);
+    sl_http__write_error(c, status, "invalid_request_error", code, message, 1);
     if (c->srv->h.on_rejected)
         c->srv->h.on_rejected(&c->req, code, c->srv->h.data);
-    flush_out(c);
+    sl_http__flush(c);
     conn_close_gracefully(c);
 }
 
@@ -319,8 +194,9 @@ static int on_headers_complete(llhttp_t *p)
     r->query = q ? (sl_str){q + 1, r->url.n - r->path.n - 1} : (sl_str){"", 0};
     /* RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request. */
     if ((r->http_minor >= 1 && hosts != 1) || hosts > 1)
-        return reject_in_cb(c, 400, "invalid_host",
-                            "an HTTP/1.1 request needs exactly one Host header");
+        return reject_in_cb(
+            c, 400, "invalid_host",
+            "an HTTP/1.1 request needs exactly one Host header");
     if (r->url.n == 0 || r->url.p[0] != '/')
         return reject_in_cb(c, 400, "invalid_request_target",
                             "the request target must be an absolute path");
@@ -340,7 +216,7 @@ static int on_headers_complete(llhttp_t *p)
                 return reject_in_cb(c, 417, "expectation_failed",
                                     "only Expect: 100-continue is supported");
             sl_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
-            flush_out(c);
+            sl_http__flush(c);
         }
         c->state = ST_BODY;
         start_timer(c, c->srv->st.body_timeout, body_timeout);
@@ -429,8 +305,7 @@ static size_t parse(sl_http_conn *c, const char *p, size_t n)
             }
             if (e != HPE_OK) {
                 if (c->reject_status)
-                    reject(c, c->reject_status, c->reject_code,
-                           c->reject_msg);
+                    reject(c, c->reject_status, c->reject_code, c->reject_msg);
                 else
                     reject(c, 400, "invalid_request",
                            llhttp_get_error_reason(&c->parser));
@@ -485,7 +360,7 @@ static void on_read(sl_stream *s, const char *data, size_t len)
         return;
     if (c->state == ST_HANDLING || c->pending.len > 0 || c->in_process) {
         if (sl_buf_append(&c->pending, data, len) < 0) {
-            conn_close(c);
+            sl_http__conn_close(c);
             return;
         }
         if (c->pending.len > PENDING_MAX)
@@ -498,7 +373,7 @@ static void on_read(sl_stream *s, const char *data, size_t len)
     c->in_process = 0;
     if (used < len && c->state != ST_CLOSING &&
         sl_buf_append(&c->pending, data + used, len - used) < 0) {
-        conn_close(c);
+        sl_http__conn_close(c);
         return;
     }
     if (c->again)
@@ -510,8 +385,9 @@ static void on_error(sl_stream *s, int err)
     sl_http_conn *c = s->data;
     if (err != SL_EEOF && err != SL_ECONNRESET)
         sl_log_debug("client %s: %s%s%s", c->req.client_addr, sl_strerror(err),
-                     s->tls_error ? ": " : "", s->tls_error ? s->tls_error : "");
-    conn_close(c);
+                     s->tls_error ? ": " : "",
+                     s->tls_error ? s->tls_error : "");
+    sl_http__conn_close(c);
 }
 
 static void on_connect(sl_stream *s, int status)
@@ -520,7 +396,7 @@ static void on_connect(sl_stream *s, int status)
     if (status < 0) { /* TLS handshake with the client failed */
         sl_log_debug("client %s: TLS handshake failed: %s", c->req.client_addr,
                      s->tls_error ? s->tls_error : sl_strerror(status));
-        conn_close(c);
+        sl_http__conn_close(c);
     }
 }
 
@@ -579,7 +455,7 @@ static void conn_detach(sl_http_conn *c)
     maybe_drain_done(srv);
 }
 
-static void conn_close(sl_http_conn *c)
+void sl_http__conn_close(sl_http_conn *c)
 {
     sl_http_server *srv = c->srv;
     int owned = c->state == ST_HANDLING;
@@ -600,7 +476,8 @@ static void conn_close_gracefully(sl_http_conn *c)
 
 static void idle_timeout(sl_stream *s)
 {
-    conn_close(s->data); /* nothing was asked: close without an answer */
+    sl_http__conn_close(
+        s->data); /* nothing was asked: close without an answer */
 }
 
 static void header_timeout(sl_stream *s)
@@ -609,7 +486,7 @@ static void header_timeout(sl_stream *s)
     if (c->state == ST_HEAD)
         reject(c, 408, "request_timeout", "the request head took too long");
     else
-        conn_close(c);
+        sl_http__conn_close(c);
 }
 
 static void body_timeout(sl_stream *s)
@@ -620,7 +497,7 @@ static void body_timeout(sl_stream *s)
 
 static void on_accept(uv_stream_t *ls, int status)
 {
-    listener *l = ls->data;
+    sl_http_listener *l = ls->data;
     sl_http_server *srv = l->srv;
     if (status < 0 || srv->draining)
         return;
@@ -663,12 +540,13 @@ static void on_accept(uv_stream_t *ls, int status)
     srv->nconns++;
     if (uv_accept(ls, (uv_stream_t *)&c->stream.tcp) < 0 ||
         sl_stream_accepted(&c->stream, l->tls) < 0) {
-        conn_close(c);
+        sl_http__conn_close(c);
         return;
     }
     struct sockaddr_storage sa;
     int salen = sizeof(sa);
-    if (uv_tcp_getpeername(&c->stream.tcp, (struct sockaddr *)&sa, &salen) == 0) {
+    if (uv_tcp_getpeername(&c->stream.tcp, (struct sockaddr *)&sa, &salen) ==
+        0) {
         char ip[INET6_ADDRSTRLEN] = "";
         uint16_t port = 0;
         if (sa.ss_family == AF_INET) {
@@ -685,7 +563,7 @@ static void on_accept(uv_stream_t *ls, int status)
     }
     start_timer(c, srv->st.header_timeout, header_timeout);
     if (sl_stream_read_start(&c->stream) < 0)
-        conn_close(c);
+        sl_http__conn_close(c);
 }
 
 /* ---- server ------------------------------------------------------------- */
@@ -725,7 +603,8 @@ int sl_http_server_listen(sl_http_server *s, const sl_listen_cfg *lc,
         return SL_EINVAL;
     }
     /* libuv 1.44 cannot set SO_REUSEPORT itself: bind the socket here. */
-    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd =
+        socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
@@ -739,7 +618,7 @@ int sl_http_server_listen(sl_http_server *s, const sl_listen_cfg *lc,
             close(fd);
         return SL_EIO;
     }
-    listener *l = calloc(1, sizeof(*l));
+    sl_http_listener *l = calloc(1, sizeof(*l));
     if (!l) {
         close(fd);
         return SL_ENOMEM;
@@ -768,10 +647,10 @@ static void listener_closed(uv_handle_t *h)
 
 static void close_listeners(sl_http_server *s)
 {
-    listener *l = s->listeners;
+    sl_http_listener *l = s->listeners;
     s->listeners = NULL;
     while (l) {
-        listener *n = l->next;
+        sl_http_listener *n = l->next;
         uv_close((uv_handle_t *)&l->tcp, listener_closed);
         l = n;
     }
@@ -788,7 +667,7 @@ void sl_http_server_drain(sl_http_server *s, void (*done)(void *), void *arg)
         sl_http_conn *n = c->next;
         /* Idle connections go now; busy ones close after their answer. */
         if (c->state == ST_IDLE)
-            conn_close(c);
+            sl_http__conn_close(c);
         c = n;
     }
     maybe_drain_done(s);
@@ -798,7 +677,7 @@ void sl_http_server_close_all(sl_http_server *s)
 {
     close_listeners(s);
     while (s->conns)
-        conn_close(s->conns);
+        sl_http__conn_close(s->conns);
 }
 
 void sl_http_server_free(sl_http_server *s)
@@ -807,110 +686,6 @@ void sl_http_server_free(sl_http_server *s)
         return;
     sl_pool_destroy(&s->pool);
     free(s);
-}
-
-const sl_str *sl_http_header(const sl_http_req *r, const char *lower)
-{
-    for (int i = 0; i < r->nheaders; i++)
-        if (sl_ieq(r->headers[i].name.p, r->headers[i].name.n, lower))
-            return &r->headers[i].value;
-    return NULL;
-}
-
-/* ---- responses ---------------------------------------------------------- */
-
-int sl_http_response_begin(sl_http_req *r, int status)
-{
-    sl_http_conn *c = r->conn;
-    r->status = status;
-    r->no_body = r->method == HTTP_HEAD || status == 204 || status == 304 ||
-                 (status >= 100 && status < 200);
-    return sl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\n", status,
-                         sl_http_reason(status));
-}
-
-int sl_http_response_header(sl_http_req *r, const char *name, size_t nlen,
-                            const char *value, size_t vlen)
-{
-    sl_buf *o = &r->conn->out;
-    if (sl_buf_reserve(o, nlen + vlen + 4) < 0)
-        return SL_ENOMEM;
-    memcpy(o->data + o->len, name, nlen);
-    o->len += nlen;
-    o->data[o->len++] = ':';
-    o->data[o->len++] = ' ';
-    memcpy(o->data + o->len, value, vlen);
-    o->len += vlen;
-    o->data[o->len++] = '\r';
-    o->data[o->len++] = '\n';
-    return 0;
-}
-
-int sl_http_response_head_end(sl_http_req *r, int64_t content_length)
-{
-    sl_http_conn *c = r->conn;
-    sl_buf *o = &c->out;
-    int rc = 0;
-    if (r->no_body) {
-        if (r->method == HTTP_HEAD && content_length >= 0) {
-            rc |= sl_buf_puts(o, "content-length: ");
-            rc |= sl_buf_append_u64(o, (uint64_t)content_length);
-            rc |= sl_buf_puts(o, "\r\n");
-        }
-    } else if (content_length >= 0) {
-        rc |= sl_buf_puts(o, "content-length: ");
-        rc |= sl_buf_append_u64(o, (uint64_t)content_length);
-        rc |= sl_buf_puts(o, "\r\n");
-    } else if (r->http_minor >= 1) {
-        r->chunked = 1;
-        rc |= sl_buf_puts(o, "transfer-encoding: chunked\r\n");
-    } else {
-        r->close_delimited = 1; /* HTTP/1.0 has no chunked coding */
-    }
-    if (!r->keep_alive || r->close_delimited || c->srv->draining)
-        rc |= sl_buf_puts(o, "connection: close\r\n");
-    else if (r->http_minor == 0)
-        rc |= sl_buf_puts(o, "connection: keep-alive\r\n");
-    rc |= sl_buf_puts(o, "x-request-id: ");
-    rc |= sl_buf_puts(o, r->id);
-    rc |= sl_buf_puts(o, "\r\n\r\n");
-    r->head_sent = 1;
-    return rc ? SL_ENOMEM : 0;
-}
-
-int sl_http_response_body(sl_http_req *r, const char *p, size_t n)
-{
-    if (n == 0 || r->no_body)
-        return 0;
-    sl_buf *o = &r->conn->out;
-    r->bytes_sent += n;
-    if (!r->chunked)
-        return sl_buf_append(o, p, n);
-    char hdr[20];
-    int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
-    if (sl_buf_reserve(o, (size_t)hl + n + 2) < 0)
-        return SL_ENOMEM;
-    memcpy(o->data + o->len, hdr, (size_t)hl);
-    memcpy(o->data + o->len + hl, p, n);
-    memcpy(o->data + o->len + hl + n, "\r\n", 2);
-    o->len += (size_t)hl + n + 2;
-    return 0;
-}
-
-int sl_http_response_raw(sl_http_req *r, const char *p, size_t n)
-{
-    return sl_buf_append(&r->conn->out, p, n);
-}
-
-int sl_http_response_flush(sl_http_req *r)
-{
-    flush_out(r->conn);
-    return r->conn->stream.closing ? SL_ECANCELED : 0;
-}
-
-size_t sl_http_write_pending(const sl_http_req *r)
-{
-    return r->conn->stream.write_pending;
 }
 
 static void reset_for_next(sl_http_conn *c)
@@ -926,18 +701,12 @@ static void reset_for_next(sl_http_conn *c)
     c->url_len = 0;
 }
 
-void sl_http_response_end(sl_http_req *r)
+void sl_http__request_done(sl_http_conn *c, int keep)
 {
-    sl_http_conn *c = r->conn;
-    if (c->state != ST_HANDLING)
-        return;
-    if (r->chunked)
-        sl_buf_puts(&c->out, "0\r\n\r\n");
-    int keep = r->keep_alive && !r->close_delimited && !c->srv->draining;
-    flush_out(c);
+    sl_http_req *r = &c->req;
     reset_for_next(c);
     if (c->stream.closing) {
-        conn_close(c);
+        sl_http__conn_close(c);
         return;
     }
     if (!keep) {
@@ -951,30 +720,16 @@ void sl_http_response_end(sl_http_req *r)
         sl_buf_release(&c->out);
     start_timer(c, c->srv->st.keepalive_timeout, idle_timeout);
     if (sl_stream_read_start(&c->stream) < 0) {
-        conn_close(c);
+        sl_http__conn_close(c);
         return;
     }
     if (c->pending.len > 0)
         process(c);
 }
 
-void sl_http_response_abort(sl_http_req *r)
+void sl_http__request_aborted(sl_http_conn *c)
 {
-    sl_http_conn *c = r->conn;
-    if (c->state != ST_HANDLING)
-        return;
-    flush_out(c);
     c->state = ST_CLOSING; /* so conn_close does not call on_abort */
     reset_for_next(c);
-    conn_close(c);
-}
-
-void sl_http_send_error(sl_http_req *r, int status, const char *type,
-                        const char *code, const char *message)
-{
-    sl_http_conn *c = r->conn;
-    r->status = status;
-    int close = !r->keep_alive || c->srv->draining;
-    write_error(c, status, type, code, message, close);
-    sl_http_response_end(r);
+    sl_http__conn_close(c);
 }

@@ -25,28 +25,28 @@ typedef struct sl_http_req sl_http_req;
 struct sl_http_req {
     sl_http_conn *conn;
     sl_http_server *server;
-    int method;              /* llhttp_method_t */
+    int method; /* llhttp_method_t */
     sl_str method_name;
-    sl_str url;              /* path and query as received */
+    sl_str url; /* path and query as received */
     sl_str path;
-    sl_str query;            /* without '?'; empty when none */
+    sl_str query; /* without '?'; empty when none */
     sl_http_hdr *headers;
     int nheaders;
-    sl_buf body;             /* whole body, de-chunked */
-    uint8_t http_minor;      /* HTTP/1.x */
-    uint8_t keep_alive;      /* the client allows reuse */
-    char id[65];             /* x-request-id: the client's or generated */
+    sl_buf body;        /* whole body, de-chunked */
+    uint8_t http_minor; /* HTTP/1.x */
+    uint8_t keep_alive; /* the client allows reuse */
+    char id[65];        /* x-request-id: the client's or generated */
     uint64_t start_ns;
     char client_addr[64];
-    uint32_t conn_requests;  /* requests this connection served before */
+    uint32_t conn_requests; /* requests this connection served before */
     /* response state */
     int status;
-    uint64_t bytes_sent;     /* response body bytes */
+    uint64_t bytes_sent; /* response body bytes */
     uint8_t head_sent;
     uint8_t chunked;
     uint8_t close_delimited;
-    uint8_t no_body;         /* HEAD request or 1xx/204/304 status */
-    void *handler_data;      /* the handler's, per request */
+    uint8_t no_body;    /* HEAD request or 1xx/204/304 status */
+    void *handler_data; /* the handler's, per request */
 };
 
 typedef struct sl_http_handler {

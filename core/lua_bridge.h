@@ -56,9 +56,9 @@ typedef struct sl_lua_verdict {
     sl_buf headers;
     int body_changed;
     sl_buf body;
-    int ntargets;        /* route: backend names in order */
+    int ntargets; /* route: backend names in order */
     char targets[SL_LUA_MAX_TARGETS][64];
-    int status;          /* deny */
+    int status; /* deny */
     char code[64];
     char message[512];
     sl_buf deny_headers; /* deny: "name: value\r\n" lines */
@@ -80,8 +80,8 @@ int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
 /* Pass a body piece through the filters; out and outlen point at the bytes to
  * send (valid until the next call). 0 or SL_EIO (plugin failed). */
 int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
-                       const char *data, size_t len, int last,
-                       const char **out, size_t *outlen, sl_lua_verdict *v);
+                       const char *data, size_t len, int last, const char **out,
+                       size_t *outlen, sl_lua_verdict *v);
 
 /* The request is over: run the log phase with a few facts about it. */
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,

@@ -378,12 +378,18 @@ static int json_decode(lua_State *L)
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     int top = lua_gettop(L);
-    jdec d = {L, s, s, s + len, lua_upvalueindex(1), lua_upvalueindex(2),
-              lua_touserdata(L, lua_upvalueindex(3)), NULL};
+    jdec d = {L,
+              s,
+              s,
+              s + len,
+              lua_upvalueindex(1),
+              lua_upvalueindex(2),
+              lua_touserdata(L, lua_upvalueindex(3)),
+              NULL};
     skip_ws(&d);
     if (d.p >= d.end)
-        return fail_at(L, s, len, len ? "unexpected end of input"
-                                      : "empty input");
+        return fail_at(L, s, len,
+                       len ? "unexpected end of input" : "empty input");
     int rc = dec_value(&d, 1);
     if (rc == 0) {
         skip_ws(&d);

@@ -77,7 +77,8 @@ static void reload_policy(runtime *rt)
     sl_policy *p;
     if (!rt->policy || !rt->cfg->policy_dir)
         return;
-    if (sl_policy_load(rt->cfg->policy_dir, rt->cfg, &p, err, sizeof(err)) < 0) {
+    if (sl_policy_load(rt->cfg->policy_dir, rt->cfg, &p, err, sizeof(err)) <
+        0) {
         sl_log_error("reload refused, the live policy stays: %s", err);
         return;
     }
@@ -308,18 +309,33 @@ static int cmd_mock(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'l':
-            if (sl_parse_hostport(optarg, l.host, sizeof(l.host), &l.port) < 0) {
+            if (sl_parse_hostport(optarg, l.host, sizeof(l.host), &l.port) <
+                0) {
                 fprintf(stderr, "sluice mock: --listen wants HOST:PORT\n");
                 return 2;
             }
             break;
-        case 'w': workers = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
-        case 'C': l.tls_cert = optarg; break;
-        case 'K': l.tls_key = optarg; break;
-        case 's': mo.status = atoi(optarg); break;
-        case 'd': mo.delay_ms = atoi(optarg); break;
-        case 'f': mo.fault = optarg; break;
-        default: fputs(usage, stderr); return 2;
+        case 'w':
+            workers = atoi(optarg) > 0 ? atoi(optarg) : 1;
+            break;
+        case 'C':
+            l.tls_cert = optarg;
+            break;
+        case 'K':
+            l.tls_key = optarg;
+            break;
+        case 's':
+            mo.status = atoi(optarg);
+            break;
+        case 'd':
+            mo.delay_ms = atoi(optarg);
+            break;
+        case 'f':
+            mo.fault = optarg;
+            break;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (!l.tls_cert != !l.tls_key) {
@@ -364,7 +380,8 @@ static int cmd_new_plugin(int argc, char **argv)
     }
     if (!name) {
         fputs("usage: sluice new-plugin NAME [--dir plugins] "
-              "[--spec-dir spec/plugins]\n", stderr);
+              "[--spec-dir spec/plugins]\n",
+              stderr);
         return 2;
     }
     char err[512];

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-static const char *const words[] = {"Hello", " from", " the", " sluice",
+static const char *const words[] = {"Hello", " from",     " the", " sluice",
                                     " mock", " provider", "."};
 #define NWORDS ((int)SL_ARRAY_LEN(words))
 
@@ -40,11 +40,17 @@ struct mreq {
     int prompt_tokens;
     int status;
     int retry_after;
-    int fault;       /* one of the FAULT_* values */
+    int fault; /* one of the FAULT_* values */
 };
 
-enum { FAULT_NONE, FAULT_RESET, FAULT_RESET_MID, FAULT_GARBAGE,
-       FAULT_GARBAGE_BODY, FAULT_HANG };
+enum {
+    FAULT_NONE,
+    FAULT_RESET,
+    FAULT_RESET_MID,
+    FAULT_GARBAGE,
+    FAULT_GARBAGE_BODY,
+    FAULT_HANG
+};
 
 static int header_int(const sl_http_req *r, const char *name, int dflt)
 {
@@ -89,13 +95,14 @@ static void send_json(sl_http_req *r, int status, const char *body, size_t n)
 static void send_error(sl_http_req *r, int status, int retry_after)
 {
     char body[256];
-    const char *type = status == 429 ? "rate_limit_error"
+    const char *type = status == 429   ? "rate_limit_error"
                        : status >= 500 ? "server_error"
                                        : "invalid_request_error";
-    int n = snprintf(body, sizeof(body),
-                     "{\"error\":{\"message\":\"mock error %d\",\"type\":\"%s\","
-                     "\"code\":\"mock_%d\"}}",
-                     status, type, status);
+    int n =
+        snprintf(body, sizeof(body),
+                 "{\"error\":{\"message\":\"mock error %d\",\"type\":\"%s\","
+                 "\"code\":\"mock_%d\"}}",
+                 status, type, status);
     sl_http_response_begin(r, status);
     sl_http_response_header(r, "content-type", 12, "application/json", 16);
     if (retry_after > 0) {
@@ -116,7 +123,8 @@ static void send_completion(mreq *q)
         strcat(content, words[i]);
     int n = snprintf(
         body, sizeof(body),
-        "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%ld,"
+        "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%"
+        "ld,"
         "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
         "\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],"
         "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
@@ -175,13 +183,14 @@ static int stream_step(mreq *q)
     sse_chunk(q, "", "\"stop\"");
     if (q->include_usage) {
         char ev[256];
-        int n = snprintf(ev, sizeof(ev),
-                         "{\"id\":\"chatcmpl-mock\",\"object\":"
-                         "\"chat.completion.chunk\",\"created\":%ld,\"model\":"
-                         "\"%s\",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,"
-                         "\"completion_tokens\":%d,\"total_tokens\":%d}}",
-                         (long)time(NULL), q->model, q->prompt_tokens,
-                         q->chunks, q->prompt_tokens + q->chunks);
+        int n =
+            snprintf(ev, sizeof(ev),
+                     "{\"id\":\"chatcmpl-mock\",\"object\":"
+                     "\"chat.completion.chunk\",\"created\":%ld,\"model\":"
+                     "\"%s\",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,"
+                     "\"completion_tokens\":%d,\"total_tokens\":%d}}",
+                     (long)time(NULL), q->model, q->prompt_tokens, q->chunks,
+                     q->prompt_tokens + q->chunks);
         sse_event(r, ev, (size_t)n);
     }
     sse_event(r, "[DONE]", 6);
@@ -229,7 +238,8 @@ static int respond(mreq *q)
         return 1;
     }
     case FAULT_GARBAGE_BODY: {
-        static const char bad[] = "{\"id\": \"chatcmpl-mock\", \"choices\": [tru";
+        static const char bad[] =
+            "{\"id\": \"chatcmpl-mock\", \"choices\": [tru";
         q->r = NULL;
         send_json(r, 200, bad, sizeof(bad) - 1);
         return 1;
@@ -304,8 +314,9 @@ static void echo(sl_http_req *r)
     sl_buf_init(&b, NULL);
     char tmp[1024];
     size_t n = sl_json_escape(tmp, sizeof(tmp), r->url.p, r->url.n);
-    sl_buf_printf(&b, "{\"method\":\"%.*s\",\"url\":\"%.*s\",\"body_bytes\":%zu,"
-                      "\"headers\":[",
+    sl_buf_printf(&b,
+                  "{\"method\":\"%.*s\",\"url\":\"%.*s\",\"body_bytes\":%zu,"
+                  "\"headers\":[",
                   (int)r->method_name.n, r->method_name.p, (int)n, tmp,
                   r->body.len);
     for (int i = 0; i < r->nheaders; i++) {
@@ -340,11 +351,12 @@ static void on_request(sl_http_req *r, void *data)
     }
     if (path_is(r, "/mock/stats")) {
         char b[128];
-        int n = snprintf(b, sizeof(b), "{\"connections\":%llu,\"requests\":%llu}",
-                         (unsigned long long)__atomic_load_n(&stat_connections,
-                                                             __ATOMIC_RELAXED),
-                         (unsigned long long)__atomic_load_n(&stat_requests,
-                                                             __ATOMIC_RELAXED));
+        int n =
+            snprintf(b, sizeof(b), "{\"connections\":%llu,\"requests\":%llu}",
+                     (unsigned long long)__atomic_load_n(&stat_connections,
+                                                         __ATOMIC_RELAXED),
+                     (unsigned long long)__atomic_load_n(&stat_requests,
+                                                         __ATOMIC_RELAXED));
         send_json(r, 200, b, (size_t)n);
         return;
     }
@@ -379,10 +391,10 @@ static void on_request(sl_http_req *r, void *data)
                 : parse_fault(m->opts.fault,
                               m->opts.fault ? strlen(m->opts.fault) : 0);
     int delay = header_int(r, "x-mock-delay-ms", m->opts.delay_ms);
-    int needs_timer = delay > 0 || t.fault == FAULT_HANG ||
-                      (t.stream && t.chunk_delay > 0 && !t.status &&
-                       t.fault != FAULT_RESET && t.fault != FAULT_GARBAGE &&
-                       t.fault != FAULT_GARBAGE_BODY);
+    int needs_timer =
+        delay > 0 || t.fault == FAULT_HANG ||
+        (t.stream && t.chunk_delay > 0 && !t.status && t.fault != FAULT_RESET &&
+         t.fault != FAULT_GARBAGE && t.fault != FAULT_GARBAGE_BODY);
     if (!needs_timer) { /* the fast path: answer now, allocate nothing */
         respond(&t);
         return;
@@ -430,8 +442,8 @@ sl_mock *sl_mock_new(uv_loop_t *loop, const sl_mock_opts *opts)
 
 sl_http_handler sl_mock_handler(sl_mock *m)
 {
-    sl_http_handler h = {.on_request = on_request, .on_abort = on_abort,
-                         .data = m};
+    sl_http_handler h = {
+        .on_request = on_request, .on_abort = on_abort, .data = m};
     return h;
 }
 

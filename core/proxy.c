@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 #define CLIENT_HIGH_WATER (256 * 1024) /* pause the backend above this */
-#define FILTER_MAX_BODY (64u << 20)     /* whole bodies held for a filter */
+#define FILTER_MAX_BODY (64u << 20)    /* whole bodies held for a filter */
 
 /* A policy version as this worker runs it: the C policy and its chain
  * compiled in the worker's Lua state. Requests hold a reference, so a
@@ -45,9 +45,9 @@ typedef struct preq {
     sl_buf head; /* the request head as sent upstream */
     uv_buf_t bufs[2];
     int paused;
-    int filter;       /* FILTER_* for this response */
-    sl_buf fbuf;      /* body held for filtering */
-    sl_buf fhead;     /* response head held until a whole body is filtered */
+    int filter;   /* FILTER_* for this response */
+    sl_buf fbuf;  /* body held for filtering */
+    sl_buf fhead; /* response head held until a whole body is filtered */
     int fstatus;
     sl_up_result res;
     sl_lua_verdict v;
@@ -58,13 +58,18 @@ typedef struct preq {
 static int is_hop_by_hop(const sl_str *n)
 {
     switch (n->n) {
-    case 2: return sl_ieq(n->p, 2, "te");
-    case 7: return sl_ieq(n->p, 7, "trailer") || sl_ieq(n->p, 7, "upgrade");
-    case 10: return sl_ieq(n->p, 10, "connection") ||
-                    sl_ieq(n->p, 10, "keep-alive");
-    case 14: return sl_ieq(n->p, 14, "content-length");
-    case 16: return sl_ieq(n->p, 16, "proxy-connection");
-    case 17: return sl_ieq(n->p, 17, "transfer-encoding");
+    case 2:
+        return sl_ieq(n->p, 2, "te");
+    case 7:
+        return sl_ieq(n->p, 7, "trailer") || sl_ieq(n->p, 7, "upgrade");
+    case 10:
+        return sl_ieq(n->p, 10, "connection") || sl_ieq(n->p, 10, "keep-alive");
+    case 14:
+        return sl_ieq(n->p, 14, "content-length");
+    case 16:
+        return sl_ieq(n->p, 16, "proxy-connection");
+    case 17:
+        return sl_ieq(n->p, 17, "transfer-encoding");
     }
     return 0;
 }
@@ -73,13 +78,20 @@ static int is_hop_by_hop(const sl_str *n)
 static int is_gateway_request_header(const sl_str *n)
 {
     switch (n->n) {
-    case 4: return sl_ieq(n->p, 4, "host");
-    case 6: return sl_ieq(n->p, 6, "expect");
-    case 7: return sl_ieq(n->p, 7, "api-key");
-    case 9: return sl_ieq(n->p, 9, "x-api-key");
-    case 12: return sl_ieq(n->p, 12, "x-request-id");
-    case 13: return sl_ieq(n->p, 13, "authorization");
-    case 19: return sl_ieq(n->p, 19, "proxy-authorization");
+    case 4:
+        return sl_ieq(n->p, 4, "host");
+    case 6:
+        return sl_ieq(n->p, 6, "expect");
+    case 7:
+        return sl_ieq(n->p, 7, "api-key");
+    case 9:
+        return sl_ieq(n->p, 9, "x-api-key");
+    case 12:
+        return sl_ieq(n->p, 12, "x-request-id");
+    case 13:
+        return sl_ieq(n->p, 13, "authorization");
+    case 19:
+        return sl_ieq(n->p, 19, "proxy-authorization");
     }
     return 0;
 }
@@ -166,7 +178,8 @@ static int build_upstream_head(preq *q)
     return rc ? SL_ENOMEM : 0;
 }
 
-/* ---- access log ----------------------------------------------------------- */
+/* ---- access log -----------------------------------------------------------
+ */
 
 static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
                        const char *error)
@@ -201,10 +214,12 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
             char d[300];
             const char *det = q->res.detail ? q->res.detail : "";
             size_t dl = sl_json_escape(d, sizeof(d), det, strlen(det));
-            sl_buf_printf(b, ",\"upstream_error\":\"%s\",\"upstream_phase\":\"%s\","
-                             "\"upstream_detail\":\"%.*s\"",
-                          sl_strerror(q->res.err),
-                          q->res.phase ? q->res.phase : "", (int)dl, d);
+            sl_buf_printf(
+                b,
+                ",\"upstream_error\":\"%s\",\"upstream_phase\":\"%s\","
+                "\"upstream_detail\":\"%.*s\"",
+                sl_strerror(q->res.err), q->res.phase ? q->res.phase : "",
+                (int)dl, d);
         }
     }
     if (error)
@@ -213,8 +228,8 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
     sl_access_commit(alog);
 }
 
-
-/* ---- versions -------------------------------------------------------------- */
+/* ---- versions --------------------------------------------------------------
+ */
 
 static void version_unref(sl_proxy *px, version *v)
 {
@@ -248,7 +263,8 @@ int sl_proxy_set_policy(sl_proxy *px, sl_policy *p, char *err, size_t errlen)
     return 0;
 }
 
-/* ---- request lifetime ------------------------------------------------------- */
+/* ---- request lifetime -------------------------------------------------------
+ */
 
 /* The request is over: log it, run the log phase, give everything back.
  * Call before the final response call, which may start the connection's
@@ -278,8 +294,10 @@ static void preq_finish(preq *q, const char *error)
 static int error_status(int err)
 {
     switch (err) {
-    case SL_ETIMEDOUT: return 504;
-    case SL_ECANCELED: return 503;
+    case SL_ETIMEDOUT:
+        return 504;
+    case SL_ECANCELED:
+        return 503;
     }
     return 502;
 }
@@ -345,9 +363,10 @@ static void answer_deny(preq *q)
     sl_http_req *r = q->r;
     sl_lua_verdict *v = &q->v;
     char body[1100], esc[600], code[140];
-    size_t el = sl_json_escape(esc, sizeof(esc), v->message, strlen(v->message));
+    size_t el =
+        sl_json_escape(esc, sizeof(esc), v->message, strlen(v->message));
     size_t cl = sl_json_escape(code, sizeof(code), v->code, strlen(v->code));
-    const char *type = v->status == 429 ? "rate_limit_error"
+    const char *type = v->status == 429   ? "rate_limit_error"
                        : v->status >= 500 ? "server_error"
                                           : "invalid_request_error";
     int bl = snprintf(body, sizeof(body),
@@ -418,14 +437,15 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
     version *ver = q->ver;
     if (ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) {
         int rc = sl_lua_upstream_response(
-            q->px->lua, &ver->chain, q->v.ctx_ref, status, hdrs, n,
-            q->be->name, q->attempt + 1, q->attempt + 1 < q->ntargets, &q->v);
+            q->px->lua, &ver->chain, q->v.ctx_ref, status, hdrs, n, q->be->name,
+            q->attempt + 1, q->attempt + 1 < q->ntargets, &q->v);
         if (rc < 0 || (rc == 1 && q->attempt + 1 < q->ntargets)) {
             sl_up_cancel(q->x);
             q->x = NULL;
             if (rc == 1) {
                 sl_log_info("request %s: backend %s answered %d, trying the "
-                            "next target", q->r->id, q->be->name, status);
+                            "next target",
+                            q->r->id, q->be->name, status);
                 q->attempt++;
                 if (start_attempt(q) == 0)
                     return;
@@ -464,8 +484,8 @@ static int filter_piece(preq *q, const char *p, size_t n, int last)
 {
     const char *out;
     size_t outlen;
-    if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref, p, n,
-                           last, &out, &outlen, &q->v) < 0)
+    if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref, p, n, last,
+                           &out, &outlen, &q->v) < 0)
         return SL_EIO;
     return sl_http_response_body(q->r, out, outlen);
 }
@@ -511,7 +531,8 @@ static void up_body(void *data, const char *p, size_t n)
         sl_buf_append(&q->fbuf, p, n) < 0) {
         q->v.action = SL_LUA_ERROR;
         snprintf(q->v.plugin, sizeof(q->v.plugin), "body_filter");
-        snprintf(q->v.message, sizeof(q->v.message), "body too large to filter");
+        snprintf(q->v.message, sizeof(q->v.message),
+                 "body too large to filter");
         sl_up_cancel(q->x);
         q->x = NULL;
         answer_plugin_error(q);

@@ -25,17 +25,24 @@ static sl_stream *from_handle(void *h)
 static int map_uv_error(int uverr)
 {
     switch (uverr) {
-    case UV_EOF: return SL_EEOF;
-    case UV_ECONNREFUSED: return SL_ECONNREFUSED;
+    case UV_EOF:
+        return SL_EEOF;
+    case UV_ECONNREFUSED:
+        return SL_ECONNREFUSED;
     case UV_ECONNRESET:
-    case UV_EPIPE: return SL_ECONNRESET;
-    case UV_ETIMEDOUT: return SL_ETIMEDOUT;
-    case UV_ECANCELED: return SL_ECANCELED;
+    case UV_EPIPE:
+        return SL_ECONNRESET;
+    case UV_ETIMEDOUT:
+        return SL_ETIMEDOUT;
+    case UV_ECANCELED:
+        return SL_ECANCELED;
     case UV_ENOMEM:
-    case UV_ENOBUFS: return SL_ENOMEM;
+    case UV_ENOBUFS:
+        return SL_ENOMEM;
     case UV_ENETUNREACH:
     case UV_EHOSTUNREACH:
-    case UV_EADDRNOTAVAIL: return SL_ECONNECT;
+    case UV_EADDRNOTAVAIL:
+        return SL_ECONNECT;
     }
     return SL_EIO;
 }
@@ -384,7 +391,6 @@ static void linger_timeout(uv_timer_t *t)
 {
     finish_linger(t->data);
 }
-
 
 static void shutdown_cb(uv_shutdown_t *req, int status)
 {

@@ -48,7 +48,7 @@ struct sl_stream {
     unsigned shutting_down : 1;
     unsigned lingering : 1;
     uv_shutdown_t shutdown_req;
-    uv_timer_t timer;   /* the owner's deadlines; a lingering close's own */
+    uv_timer_t timer; /* the owner's deadlines; a lingering close's own */
     sl_stream_timer_cb timer_cb;
     int handles_open;
     const char *tls_error; /* the TLS reason when on_error had SL_ETLS */

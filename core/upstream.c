@@ -59,7 +59,7 @@ struct sl_up_exchange {
     sl_up_result res;
     int retried;
     int got_bytes;
-    int busy;     /* inside a parser run: defer freeing */
+    int busy; /* inside a parser run: defer freeing */
     int canceled;
     char detail[256];
 };
@@ -144,8 +144,8 @@ static void finish(sl_up_exchange *x, int err, const char *phase)
         c->x = NULL;
         sl_stream_timer_stop(&c->stream);
         int keep = err == 0 && !c->no_reuse &&
-                   llhttp_should_keep_alive(&c->parser) &&
-                   !x->u->closing && c->pool->nidle < (int)x->u->max_idle;
+                   llhttp_should_keep_alive(&c->parser) && !x->u->closing &&
+                   c->pool->nidle < (int)x->u->max_idle;
         if (keep) {
             /* Back to the pool before on_done: the caller's next request
              * may want this very connection. */
@@ -195,7 +195,8 @@ static void fail_or_retry(sl_up_exchange *x, int err, const char *phase)
     finish(x, err, phase);
 }
 
-/* ---- timers --------------------------------------------------------------- */
+/* ---- timers ---------------------------------------------------------------
+ */
 
 static void timeout_cb(sl_stream *s)
 {
@@ -212,7 +213,8 @@ static void timeout_cb(sl_stream *s)
     finish(x, SL_ETIMEDOUT, phase);
 }
 
-/* ---- response parsing ----------------------------------------------------- */
+/* ---- response parsing -----------------------------------------------------
+ */
 
 static upconn *up_of(llhttp_t *p)
 {
@@ -303,7 +305,8 @@ static const llhttp_settings_t *parser_settings(void)
     return &s;
 }
 
-/* ---- connection events ---------------------------------------------------- */
+/* ---- connection events ----------------------------------------------------
+ */
 
 static void conn_on_read(sl_stream *s, const char *data, size_t len)
 {
@@ -451,7 +454,8 @@ static upconn *conn_new(sl_up *u, pool *p)
     return c;
 }
 
-/* ---- connecting ------------------------------------------------------------ */
+/* ---- connecting ------------------------------------------------------------
+ */
 
 static void do_connect(sl_up_exchange *x, const struct sockaddr *addr)
 {
@@ -512,7 +516,8 @@ static int start_new_conn(sl_up_exchange *x)
     return 0;
 }
 
-/* ---- public API ------------------------------------------------------------- */
+/* ---- public API -------------------------------------------------------------
+ */
 
 sl_up *sl_up_new(uv_loop_t *loop, const sl_config *cfg)
 {

@@ -18,12 +18,12 @@ typedef struct sl_up_exchange sl_up_exchange;
 
 /* How an attempt ended, for errors to clients and for the logs. */
 typedef struct sl_up_result {
-    int err;            /* 0, or SL_E* */
-    const char *phase;  /* "dns", "connect", "tls", "send", "first_byte",
-                           "read" or NULL */
-    const char *detail; /* static or exchange-owned text, may be NULL */
-    int status;         /* upstream status, 0 before the head arrived */
-    int reused;         /* served on a pooled connection */
+    int err;             /* 0, or SL_E* */
+    const char *phase;   /* "dns", "connect", "tls", "send", "first_byte",
+                            "read" or NULL */
+    const char *detail;  /* static or exchange-owned text, may be NULL */
+    int status;          /* upstream status, 0 before the head arrived */
+    int reused;          /* served on a pooled connection */
     uint64_t connect_ns; /* time to a ready connection (0 when reused) */
     uint64_t head_ns;    /* time from start to the response head */
 } sl_up_result;

@@ -10,23 +10,40 @@
 const char *sl_strerror(int err)
 {
     switch (err) {
-    case SL_OK: return "ok";
-    case SL_ENOMEM: return "out of memory";
-    case SL_EINVAL: return "invalid argument";
-    case SL_EIO: return "i/o error";
-    case SL_ETIMEDOUT: return "timed out";
-    case SL_ECONNREFUSED: return "connection refused";
-    case SL_ECONNRESET: return "connection reset by peer";
-    case SL_EDNS: return "name resolution failed";
-    case SL_ETLS: return "tls error";
-    case SL_EPROTO: return "protocol error";
-    case SL_ETOOLARGE: return "limit exceeded";
-    case SL_EAGAIN: return "try again";
-    case SL_EEOF: return "end of stream";
-    case SL_ECONFIG: return "configuration error";
-    case SL_ECANCELED: return "canceled";
-    case SL_ECONNECT: return "connect failed";
-    case SL_ETOOMANY: return "too many items";
+    case SL_OK:
+        return "ok";
+    case SL_ENOMEM:
+        return "out of memory";
+    case SL_EINVAL:
+        return "invalid argument";
+    case SL_EIO:
+        return "i/o error";
+    case SL_ETIMEDOUT:
+        return "timed out";
+    case SL_ECONNREFUSED:
+        return "connection refused";
+    case SL_ECONNRESET:
+        return "connection reset by peer";
+    case SL_EDNS:
+        return "name resolution failed";
+    case SL_ETLS:
+        return "tls error";
+    case SL_EPROTO:
+        return "protocol error";
+    case SL_ETOOLARGE:
+        return "limit exceeded";
+    case SL_EAGAIN:
+        return "try again";
+    case SL_EEOF:
+        return "end of stream";
+    case SL_ECONFIG:
+        return "configuration error";
+    case SL_ECANCELED:
+        return "canceled";
+    case SL_ECONNECT:
+        return "connect failed";
+    case SL_ETOOMANY:
+        return "too many items";
     }
     return "unknown error";
 }
@@ -126,8 +143,7 @@ int sl_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
-int sl_parse_hostport(const char *s, char *host, size_t hostlen,
-                      uint16_t *port)
+int sl_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port)
 {
     const char *colon;
     const char *h = s;

@@ -145,10 +145,9 @@ static int setup(sl_worker *w)
     for (int i = 0; i < w->nlisten; i++) {
         const sl_listen_cfg *l = &w->listen[i];
         int rc;
-        if (l->tls_cert &&
-            (rc = sl_tls_server_config_new(&w->tls[i], l->tls_cert, l->tls_key,
-                                           w->start_err,
-                                           sizeof(w->start_err))) < 0)
+        if (l->tls_cert && (rc = sl_tls_server_config_new(
+                                &w->tls[i], l->tls_cert, l->tls_key,
+                                w->start_err, sizeof(w->start_err))) < 0)
             return rc;
         rc = sl_http_server_listen(w->srv, l, w->tls[i], w->start_err,
                                    sizeof(w->start_err));
@@ -193,8 +192,8 @@ static void thread_main(void *arg)
     w->start_rc = setup(w);
     if (w->start_rc < 0) {
         if (!w->start_err[0])
-            snprintf(w->start_err, sizeof(w->start_err), "worker %d: %s",
-                     w->id, sl_strerror(w->start_rc));
+            snprintf(w->start_err, sizeof(w->start_err), "worker %d: %s", w->id,
+                     sl_strerror(w->start_rc));
         if (w->srv)
             sl_http_server_close_all(w->srv);
         sl_access_close(&w->alog);

@@ -51,7 +51,8 @@ static int next_event(loader *ld, yaml_parser_t *p, yaml_event_t *ev)
 {
     if (!yaml_parser_parse(p, ev)) {
         char msg[256];
-        snprintf(msg, sizeof(msg), "%s", p->problem ? p->problem : "syntax error");
+        snprintf(msg, sizeof(msg), "%s",
+                 p->problem ? p->problem : "syntax error");
         return fail(ld, (int)p->problem_mark.line + 1, msg);
     }
     return 0;
@@ -163,8 +164,9 @@ static int parse_node(loader *ld, yaml_parser_t *p, yaml_event_t *ev,
     }
     case YAML_ALIAS_EVENT:
         yaml_event_delete(ev);
-        return fail(ld, line, "YAML aliases are not supported in sluice "
-                              "files; write the value out");
+        return fail(ld, line,
+                    "YAML aliases are not supported in sluice "
+                    "files; write the value out");
     default:
         yaml_event_delete(ev);
         return fail(ld, line, "unexpected YAML event");

@@ -11,15 +11,15 @@ typedef enum { SL_NODE_SCALAR, SL_NODE_MAP, SL_NODE_SEQ } sl_node_type;
 
 typedef struct sl_node {
     sl_node_type type;
-    int line;             /* 1-based line of the value in its file */
-    int plain;            /* scalar written without quotes (may be a number,
-                             bool or null) */
-    char *key;            /* the key when the node is a map entry */
-    char *value;          /* scalar text, NUL-terminated */
-    size_t len;           /* scalar length */
+    int line;              /* 1-based line of the value in its file */
+    int plain;             /* scalar written without quotes (may be a number,
+                              bool or null) */
+    char *key;             /* the key when the node is a map entry */
+    char *value;           /* scalar text, NUL-terminated */
+    size_t len;            /* scalar length */
     struct sl_node *child; /* first entry of a map or seq */
     struct sl_node *next;  /* next sibling */
-    int n;                /* number of children */
+    int n;                 /* number of children */
 } sl_node;
 
 /* Load the first document of a YAML or JSON file. An empty file gives an

@@ -1,0 +1,222 @@
+/* lua_phases.c — the calls from the request path into the Lua runtime:
+ * access and route, upstream_response, body_filter, log (see lua_bridge.h).
+ * Each copies what Lua decided into C memory the proxy owns, so nothing
+ * the request keeps points into the Lua state. */
+#include "log.h"
+#include "lua_state.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static void copy_str(char *dst, size_t cap, lua_State *L, int idx)
+{
+    size_t n = 0;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (!s) {
+        dst[0] = '\0';
+        return;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* A flat { name, value, … } table at idx into "name: value\r\n" lines. */
+static int flat_to_lines(lua_State *L, int idx, sl_buf *b)
+{
+    int n = (int)lua_objlen(L, idx);
+    for (int i = 1; i + 1 <= n; i += 2) {
+        size_t nl, vl;
+        lua_rawgeti(L, idx, i);
+        lua_rawgeti(L, idx, i + 1);
+        const char *name = lua_tolstring(L, -2, &nl);
+        const char *value = lua_tolstring(L, -1, &vl);
+        int bad = !name || !value || nl == 0 || memchr(value, '\r', vl) ||
+                  memchr(value, '\n', vl) || memchr(value, '\0', vl);
+        for (size_t j = 0; !bad && j < nl; j++) {
+            unsigned char ch = (unsigned char)name[j];
+            /* RFC 9110 §5.6.2 tchar only: no CR, LF, colon or space */
+            bad =
+                !(ch > 0x20 && ch < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", ch));
+        }
+        if (!bad) {
+            sl_buf_append(b, name, nl);
+            sl_buf_append(b, ": ", 2);
+            sl_buf_append(b, value, vl);
+            sl_buf_append(b, "\r\n", 2);
+        }
+        lua_pop(L, 2);
+        if (bad)
+            return SL_EINVAL;
+    }
+    return 0;
+}
+
+static void verdict_error(sl_lua_verdict *v, const char *plugin,
+                          const char *msg)
+{
+    v->action = SL_LUA_ERROR;
+    snprintf(v->plugin, sizeof(v->plugin), "%s", plugin ? plugin : "runtime");
+    snprintf(v->message, sizeof(v->message), "%s", msg ? msg : "error");
+}
+
+int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
+                   const char *version, sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    v->action = SL_LUA_OK;
+    v->ctx_ref = LUA_NOREF;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_request);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_pushlightuserdata(L, r);
+    lua_pushstring(L, r->id);
+    lua_pushlstring(L, r->method_name.p, r->method_name.n);
+    lua_pushlstring(L, r->path.p, r->path.n);
+    lua_pushlstring(L, r->query.p, r->query.n);
+    (void)version;
+    if (lua_pcall(L, 6, 7, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return 0;
+    }
+    int base = top + 1; /* action, ctx, … */
+    const char *action = lua_tostring(L, base);
+    if (!lua_isnil(L, base + 1)) {
+        lua_pushvalue(L, base + 1);
+        v->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (action && strcmp(action, "ok") == 0) {
+        if (lua_istable(L, base + 2)) {
+            v->headers_changed = 1;
+            if (flat_to_lines(L, base + 2, &v->headers) < 0)
+                verdict_error(v, "runtime", "a plugin set an invalid header");
+        }
+        if (lua_isstring(L, base + 3)) {
+            size_t n;
+            const char *b = lua_tolstring(L, base + 3, &n);
+            v->body_changed = 1;
+            v->body.len = 0;
+            sl_buf_append(&v->body, b, n);
+        }
+        if (lua_istable(L, base + 4)) {
+            int n = (int)lua_objlen(L, base + 4);
+            for (int i = 1; i <= n && v->ntargets < SL_LUA_MAX_TARGETS; i++) {
+                lua_rawgeti(L, base + 4, i);
+                copy_str(v->targets[v->ntargets++], sizeof(v->targets[0]), L,
+                         -1);
+                lua_pop(L, 1);
+            }
+        }
+    } else if (action && strcmp(action, "deny") == 0) {
+        v->action = SL_LUA_DENY;
+        v->status = (int)lua_tointeger(L, base + 2);
+        copy_str(v->code, sizeof(v->code), L, base + 3);
+        copy_str(v->message, sizeof(v->message), L, base + 4);
+        if (lua_istable(L, base + 5))
+            flat_to_lines(L, base + 5, &v->deny_headers);
+        copy_str(v->plugin, sizeof(v->plugin), L, base + 6);
+    } else {
+        verdict_error(v, lua_tostring(L, base + 2), lua_tostring(L, base + 3));
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
+                             int status, const sl_http_hdr *hdrs, int n,
+                             const char *backend, int attempt, int more,
+                             sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_upstream_response);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_pushinteger(L, status);
+    lua_createtable(L, n * 2, 0);
+    char name[256];
+    for (int i = 0; i < n; i++) {
+        size_t nl =
+            hdrs[i].name.n < sizeof(name) ? hdrs[i].name.n : sizeof(name) - 1;
+        for (size_t j = 0; j < nl; j++) {
+            char ch = hdrs[i].name.p[j];
+            name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        lua_pushlstring(L, name, nl);
+        lua_rawseti(L, -2, i * 2 + 1);
+        lua_pushlstring(L, hdrs[i].value.p, hdrs[i].value.n);
+        lua_rawseti(L, -2, i * 2 + 2);
+    }
+    lua_pushstring(L, backend);
+    lua_pushinteger(L, attempt);
+    lua_pushboolean(L, more);
+    int rc = 0;
+    if (lua_pcall(L, 7, 3, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        rc = SL_EIO;
+    } else {
+        const char *res = lua_tostring(L, top + 1);
+        if (res && strcmp(res, "error") == 0) {
+            verdict_error(v, lua_tostring(L, top + 2),
+                          lua_tostring(L, top + 3));
+            rc = SL_EIO;
+        } else {
+            rc = res && strcmp(res, "next") == 0;
+        }
+    }
+    lua_settop(L, top);
+    return rc;
+}
+
+int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
+                       const char *data, size_t len, int last, const char **out,
+                       size_t *outlen, sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_body_filter);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_pushlstring(L, data, len);
+    lua_pushboolean(L, last);
+    if (lua_pcall(L, 4, 3, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return SL_EIO;
+    }
+    if (lua_type(L, top + 1) == LUA_TSTRING && lua_isnil(L, top + 2)) {
+        /* Anchored until the next call, so the bytes stay valid. */
+        *out = lua_tolstring(L, top + 1, outlen);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lua->anchor_ref);
+        lua_pushvalue(L, top + 1);
+        lua_rawseti(L, -2, 1);
+        lua_settop(L, top);
+        return 0;
+    }
+    verdict_error(v, lua_tostring(L, top + 2), lua_tostring(L, top + 3));
+    lua_settop(L, top);
+    return SL_EIO;
+}
+
+void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
+                const char *backend)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_log);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    if (backend) {
+        lua_pushstring(L, backend);
+        lua_setfield(L, -2, "backend");
+    }
+    if (lua_pcall(L, 3, 0, 0) != 0)
+        sl_log_error("log phase failed: %s", lua_tostring(L, -1));
+    lua_settop(L, top);
+}
