@@ -57,6 +57,8 @@ typedef struct sl_config {
     char **secret_env; /* env: secrets plugins may read */
     int nsecret_env;
     uint64_t lua_memory_limit;  /* bytes a worker's Lua state may hold */
+    int skip_secrets; /* check only the form of secret references (sluice
+                         check runs where the secrets are not) */
     uint64_t lua_time_budget;   /* ms one plugin call may run */
     uint64_t lua_memory_budget; /* bytes one plugin call may add */
 } sl_config;
@@ -83,6 +85,8 @@ typedef struct sl_backend {
     char *path_prefix; /* prepended to the request path ("" when none) */
     char *host_header; /* "host" or "host:port" as sent upstream */
     char *pool_key;    /* pools are shared by backends with equal keys */
+    char *credential_ref; /* "env:NAME" or "file:/path", or NULL */
+    char *credential;  /* the secret itself: never logged, wiped on free */
     uint64_t connect_timeout, first_byte_timeout, idle_timeout; /* ms */
 } sl_backend;
 

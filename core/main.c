@@ -262,6 +262,8 @@ static int cmd_check(int argc, char **argv)
     } else {
         sl_config_defaults(&cfg);
     }
+    /* A policy repository's CI has no secrets: check their form only. */
+    cfg.skip_secrets = 1;
     if (!dir)
         dir = cfg.policy_dir;
     int rc = 0;

@@ -26,6 +26,67 @@ static void free_backend(sl_backend *b)
     free(b->path_prefix);
     free(b->host_header);
     free(b->pool_key);
+    free(b->credential_ref);
+    if (b->credential) {
+        explicit_bzero(b->credential, strlen(b->credential));
+        free(b->credential);
+    }
+}
+
+/* Resolve a credential reference: env:NAME, or file:/path under one of the
+ * secret_dirs. Secrets are never written inline in a policy. */
+static int resolve_credential(sl_ck *ck, const sl_node *n, const char *key,
+                              const sl_config *cfg, sl_backend *b)
+{
+    const char *ref = n->value;
+    if (strncmp(ref, "env:", 4) != 0 && strncmp(ref, "file:", 5) != 0)
+        return sl_ck_fail(ck, n, key,
+                          "secrets are given by reference (env:NAME or "
+                          "file:/path), never inline");
+    if (!(b->credential_ref = strdup(ref)))
+        return SL_ENOMEM;
+    if (cfg->skip_secrets)
+        return 0;
+    if (ref[0] == 'e') {
+        const char *v = getenv(ref + 4);
+        if (!v || !*v)
+            return sl_ck_fail(ck, n, key, "%s is not set", ref);
+        b->credential = strdup(v);
+    } else {
+        char real[PATH_MAX];
+        const char *path = ref + 5;
+        int allowed = 0;
+        if (path[0] == '/' && realpath(path, real)) {
+            for (int i = 0; i < cfg->nsecret_dirs; i++) {
+                size_t dl = strlen(cfg->secret_dirs[i]);
+                if (strncmp(real, cfg->secret_dirs[i], dl) == 0 &&
+                    (real[dl] == '/' || real[dl] == '\0'))
+                    allowed = 1;
+            }
+        }
+        if (!allowed)
+            return sl_ck_fail(ck, n, key,
+                              "%s is not a readable file in secret_dirs", ref);
+        char buf[8192];
+        FILE *f = fopen(real, "rb");
+        size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+            len--;
+        if (!f || len == 0)
+            return sl_ck_fail(ck, n, key, "%s is empty or unreadable", ref);
+        b->credential = strndup(buf, len);
+        explicit_bzero(buf, sizeof(buf));
+    }
+    if (!b->credential)
+        return SL_ENOMEM;
+    for (const char *c = b->credential; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return sl_ck_fail(ck, n, key,
+                              "the secret in %s holds a control character",
+                              ref);
+    return 0;
 }
 
 static int parse_url(sl_ck *ck, const sl_node *n, const char *key,
@@ -145,6 +206,21 @@ static int parse_backend(sl_ck *ck, const sl_node *n, const sl_config *cfg,
         return SL_ECONFIG;
     if (!b->provider && !(b->provider = strdup("openai")))
         return SL_ENOMEM;
+    static const char *const providers[] = {
+        "openai", "azure", "anthropic", "gemini", "openai_compat", NULL};
+    int known_provider = 0;
+    for (int i = 0; providers[i]; i++)
+        known_provider |= strcmp(b->provider, providers[i]) == 0;
+    if (!known_provider)
+        return sl_ck_fail(ck, sl_node_get(n, "provider"), key,
+                          "provider '%s' is not one of openai, azure, "
+                          "anthropic, gemini, openai_compat",
+                          b->provider);
+    snprintf(k, sizeof(k), "%s.credentials", key);
+    if ((m = sl_node_get(n, "credentials")) &&
+        (sl_ck_scalar(ck, m, k) < 0 ||
+         resolve_credential(ck, m, k, cfg, b) < 0))
+        return SL_ECONFIG;
     return 0;
 }
 

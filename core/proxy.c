@@ -88,6 +88,8 @@ static int is_gateway_request_header(const sl_str *n)
         return sl_ieq(n->p, 9, "x-api-key");
     case 12:
         return sl_ieq(n->p, 12, "x-request-id");
+    case 14:
+        return sl_ieq(n->p, 14, "x-goog-api-key");
     case 13:
         return sl_ieq(n->p, 13, "authorization");
     case 19:
@@ -170,6 +172,20 @@ static int build_upstream_head(preq *q)
         r->method == HTTP_PATCH) {
         rc |= sl_buf_puts(h, "content-length: ");
         rc |= sl_buf_append_u64(h, body->len);
+        rc |= sl_buf_puts(h, "\r\n");
+    }
+    if (be->credential) {
+        /* The backend's own credential, from policy; the client's never
+         * travels upstream. */
+        const char *name = "authorization: Bearer ";
+        if (strcmp(be->provider, "azure") == 0)
+            name = "api-key: ";
+        else if (strcmp(be->provider, "anthropic") == 0)
+            name = "x-api-key: ";
+        else if (strcmp(be->provider, "gemini") == 0)
+            name = "x-goog-api-key: ";
+        rc |= sl_buf_puts(h, name);
+        rc |= sl_buf_puts(h, be->credential);
         rc |= sl_buf_puts(h, "\r\n");
     }
     rc |= sl_buf_puts(h, "x-request-id: ");
