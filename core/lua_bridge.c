@@ -7,6 +7,7 @@
  * functions understand. */
 #include "lua_state.h"
 #include "log.h"
+#include "secret.h"
 #include "lua_services.h"
 #include "spec_runner.h"
 #include "util.h"
@@ -182,58 +183,21 @@ static int secret(lua_State *L)
 {
     sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
     const char *ref = luaL_checkstring(L, 1);
-    if (strncmp(ref, "env:", 4) == 0) {
-        int listed = 0;
-        for (int i = 0; i < lua->nsecret_env; i++)
-            listed |= strcmp(lua->secret_env[i], ref + 4) == 0;
-        if (!listed) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "secret %s: not listed in secret_env", ref);
-            return 2;
-        }
-        const char *v = getenv(ref + 4);
-        if (!v) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "secret %s: variable not set", ref);
-            return 2;
-        }
-        lua_pushstring(L, v);
-        return 1;
+    if (strncmp(ref, "env:", 4) != 0 && strncmp(ref, "file:", 5) != 0)
+        return luaL_error(L, "secret references are env:NAME or file:/path");
+    sl_secret_rules rules = {lua->secret_dirs, lua->nsecret_dirs,
+                             lua->secret_env, lua->nsecret_env};
+    char *v;
+    size_t n;
+    const char *why;
+    if (sl_secret_resolve(ref, &rules, &v, &n, &why) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "secret %s: %s", ref, why);
+        return 2;
     }
-    if (strncmp(ref, "file:", 5) == 0) {
-        const char *path = ref + 5;
-        int allowed = 0;
-        char real[PATH_MAX];
-        if (path[0] == '/' && !strstr(path, "/../") && realpath(path, real)) {
-            for (int i = 0; i < lua->nsecret_dirs; i++) {
-                size_t dl = strlen(lua->secret_dirs[i]);
-                if (strncmp(real, lua->secret_dirs[i], dl) == 0 &&
-                    (real[dl] == '/' || real[dl] == '\0'))
-                    allowed = 1;
-            }
-        }
-        if (!allowed) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "secret %s: not in an allowed secret directory",
-                            ref);
-            return 2;
-        }
-        FILE *f = fopen(real, "rb");
-        char buf[65536];
-        size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
-        if (f)
-            fclose(f);
-        if (!f) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "secret %s: %s", ref, strerror(errno));
-            return 2;
-        }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            n--;
-        lua_pushlstring(L, buf, n);
-        return 1;
-    }
-    return luaL_error(L, "secret references are env:NAME or file:/path");
+    lua_pushlstring(L, v, n);
+    sl_secret_free(v);
+    return 1;
 }
 
 /* ---- the request as Lua sees it -------------------------------------------

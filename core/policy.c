@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "config.h"
 #include "config_check.h"
+#include "secret.h"
 #include "spec_runner.h"
 #include "util.h"
 
@@ -27,14 +28,11 @@ static void free_backend(sl_backend *b)
     free(b->host_header);
     free(b->pool_key);
     free(b->credential_ref);
-    if (b->credential) {
-        explicit_bzero(b->credential, strlen(b->credential));
-        free(b->credential);
-    }
+    sl_secret_free(b->credential);
 }
 
-/* Resolve a credential reference: env:NAME, or file:/path under one of the
- * secret_dirs. Secrets are never written inline in a policy. */
+/* Resolve a credential reference (secret.h). Policies may name any
+ * environment variable; files only below secret_dirs. */
 static int resolve_credential(sl_ck *ck, const sl_node *n, const char *key,
                               const sl_config *cfg, sl_backend *b)
 {
@@ -47,45 +45,14 @@ static int resolve_credential(sl_ck *ck, const sl_node *n, const char *key,
         return SL_ENOMEM;
     if (cfg->skip_secrets)
         return 0;
-    if (ref[0] == 'e') {
-        const char *v = getenv(ref + 4);
-        if (!v || !*v)
-            return sl_ck_fail(ck, n, key, "%s is not set", ref);
-        b->credential = strdup(v);
-    } else {
-        char real[PATH_MAX];
-        const char *path = ref + 5;
-        int allowed = 0;
-        if (path[0] == '/' && realpath(path, real)) {
-            for (int i = 0; i < cfg->nsecret_dirs; i++) {
-                size_t dl = strlen(cfg->secret_dirs[i]);
-                if (strncmp(real, cfg->secret_dirs[i], dl) == 0 &&
-                    (real[dl] == '/' || real[dl] == '\0'))
-                    allowed = 1;
-            }
-        }
-        if (!allowed)
-            return sl_ck_fail(ck, n, key,
-                              "%s is not a readable file in secret_dirs", ref);
-        char buf[8192];
-        FILE *f = fopen(real, "rb");
-        size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f)
-            fclose(f);
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-            len--;
-        if (!f || len == 0)
-            return sl_ck_fail(ck, n, key, "%s is empty or unreadable", ref);
-        b->credential = strndup(buf, len);
-        explicit_bzero(buf, sizeof(buf));
-    }
-    if (!b->credential)
-        return SL_ENOMEM;
+    sl_secret_rules rules = {cfg->secret_dirs, cfg->nsecret_dirs, NULL, -1};
+    const char *why;
+    if (sl_secret_resolve(ref, &rules, &b->credential, NULL, &why) < 0)
+        return sl_ck_fail(ck, n, key, "%s: %s", ref, why);
     for (const char *c = b->credential; *c; c++)
         if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            return sl_ck_fail(ck, n, key,
-                              "the secret in %s holds a control character",
-                              ref);
+            return sl_ck_fail(
+                ck, n, key, "the secret in %s holds a control character", ref);
     return 0;
 }
 

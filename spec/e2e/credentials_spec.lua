@@ -99,7 +99,7 @@ backends:
 ]]):format(mock.url))
     local status, out = proc.sluice({ "run", "-c", dir .. "/sluice.yaml" })
     assert.are.equal(2, status)
-    assert.matches("backends.mock.credentials: env:SLUICE_SPEC_UNSET_VARIABLE is not set", out, 1, true)
+    assert.matches("backends.mock.credentials: env:SLUICE_SPEC_UNSET_VARIABLE: variable not set", out, 1, true)
     status = proc.sluice({ "check", "-c", dir .. "/sluice.yaml" })
     assert.are.equal(0, status)
   end)
@@ -114,7 +114,7 @@ backends:
 ]]):format(mock.url))
     local status, out = proc.sluice({ "run", "-c", dir .. "/sluice.yaml" })
     assert.are.equal(2, status)
-    assert.matches("file:/etc/hostname is not a readable file in secret_dirs", out, 1, true)
+    assert.matches("file:/etc/hostname: not in an allowed secret directory", out, 1, true)
   end)
 
   it("refuses an unknown provider", function()

@@ -1,0 +1,158 @@
+-- common.lua — the small pieces every provider adapter shares: the error
+-- tables adapters return, reading OpenAI content parts, data: URLs, the
+-- OpenAI error types by HTTP status, and the token estimate used when a
+-- provider reports no usage. Pure functions; no I/O, no globals.
+local json = require "sluice.json"
+
+local M = {}
+
+local type, pairs, ipairs, tostring, next, ceil = type, pairs, ipairs, tostring, next, math.ceil
+local concat = table.concat
+local null = json.null
+M.null = null
+
+-- nil for JSON null as well as for a missing value.
+local function val(x)
+  if x == null then return nil end
+  return x
+end
+M.val = val
+
+-- The error an adapter returns with nil: status, code and a message that
+-- names the feature and the provider.
+function M.unsupported(provider, feature)
+  return { status = 400, code = "unsupported_feature",
+           message = feature .. " is not supported by the " .. provider .. " provider" }
+end
+
+function M.invalid(message)
+  return { status = 400, code = "invalid_request", message = message }
+end
+
+-- The API root added to paths when the backend URL has no path of its own
+-- (see README: "Paths").
+function M.root(target, default)
+  local bp = target and target.base_path
+  if bp == nil or bp == "" or bp == "/" then return default end
+  return ""
+end
+
+-- Request headers: content-type plus the credential, if any.
+function M.headers(name, value, prefix)
+  local h = { ["content-type"] = "application/json" }
+  if value ~= nil and value ~= "" then h[name] = (prefix or "") .. value end
+  return h
+end
+
+-- "data:image/png;base64,AAAA" -> "image/png", "AAAA"; nil for anything else.
+function M.data_url(url)
+  if type(url) ~= "string" or url:sub(1, 5) ~= "data:" then return nil end
+  local comma = url:find(",", 6, true)
+  if not comma then return nil end
+  local meta = url:sub(6, comma - 1)
+  if meta:sub(-7) ~= ";base64" then return nil end
+  local mime = meta:sub(1, -8)
+  if mime == "" then mime = "application/octet-stream" end
+  return mime, url:sub(comma + 1)
+end
+
+-- The text of an OpenAI message content (string, or a list of parts of
+-- which only text parts count); nil when there is none.
+function M.text_of(content)
+  content = val(content)
+  if content == nil then return nil end
+  if type(content) == "string" then return content end
+  if type(content) ~= "table" then return nil end
+  local out = {}
+  for _, p in ipairs(content) do
+    if type(p) == "table" and p.type == "text" and type(p.text) == "string" then
+      out[#out + 1] = p.text
+    end
+  end
+  if #out == 0 then return nil end
+  return concat(out)
+end
+
+-- A JSON array for encoding, even when empty.
+function M.array(t)
+  if t == nil or next(t) == nil then return json.empty_array() end
+  return t
+end
+
+-- Decode a string body (tables pass through). Returns value or nil.
+function M.decode(body)
+  if type(body) == "table" then return body end
+  if type(body) ~= "string" or body == "" then return nil end
+  local v = json.decode(body)
+  return v
+end
+
+-- ~4 bytes a token: the estimate stated as source = "estimated".
+function M.estimate(bytes)
+  if not bytes or bytes <= 0 then return 0 end
+  return ceil(bytes / 4)
+end
+
+-- Bytes of text in an OpenAI chat request, for a prompt estimate.
+function M.request_bytes(req)
+  local n = 0
+  local msgs = type(req) == "table" and val(req.messages)
+  if type(msgs) ~= "table" then return 0 end
+  for _, m in ipairs(msgs) do
+    if type(m) == "table" then
+      local t = M.text_of(m.content)
+      if t then n = n + #t end
+    end
+  end
+  return n
+end
+
+function M.usage(prompt, completion, source)
+  prompt, completion = prompt or 0, completion or 0
+  return { prompt_tokens = prompt, completion_tokens = completion,
+           total_tokens = prompt + completion, source = source or "reported" }
+end
+
+-- The OpenAI error type for an HTTP status.
+local TYPE_BY_STATUS = {
+  [400] = "invalid_request_error", [401] = "authentication_error",
+  [403] = "permission_error", [404] = "not_found_error",
+  [409] = "invalid_request_error", [413] = "invalid_request_error",
+  [422] = "invalid_request_error", [429] = "rate_limit_error",
+}
+function M.type_for_status(status)
+  return TYPE_BY_STATUS[status] or (status and status >= 500 and "api_error") or "invalid_request_error"
+end
+
+function M.error_table(message, etype, code)
+  return { error = { message = message, type = etype, code = code == nil and null or code } }
+end
+
+-- The OpenAI error for a body nobody could read.
+function M.opaque_error(provider, status)
+  return M.error_table(("the %s backend returned HTTP %s"):format(provider, tostring(status)),
+    M.type_for_status(status), "upstream_error")
+end
+
+-- OpenAI sampling fields a translating adapter may drop only when they ask
+-- for the default (anything else would change the answer silently).
+M.DEFAULT_ONLY = {
+  frequency_penalty = 0, presence_penalty = 0, logprobs = false, n = 1,
+  parallel_tool_calls = true,
+}
+
+-- Keys of `req` not in `known`: nil, or the sorted list joined.
+function M.unknown_keys(req, known)
+  local bad
+  for k in pairs(req) do
+    if not known[k] then
+      bad = bad or {}
+      bad[#bad + 1] = tostring(k)
+    end
+  end
+  if not bad then return nil end
+  table.sort(bad)
+  return concat(bad, ", ")
+end
+
+return M
