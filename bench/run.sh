@@ -253,8 +253,13 @@ wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ' | head -n1)
 [ -n "$NGINX_WORKER" ] || die "no nginx worker process"
 
-mkdir -p "$TMP/sluice/policies"
-cat >"$TMP/sluice/policies/bench.yaml" <<EOF
+# start_sluice NAME PORT [PLUGIN]: a one-worker sluice in $TMP/NAME in front
+# of the mock, with an access log like nginx's, and PLUGIN (from
+# bench/plugins) as its only plugin when given. Sets STARTED_PID.
+start_sluice() {
+    local name=$1 port=$2 plugin=${3:-} dir=$TMP/$1
+    mkdir -p "$dir/policies"
+    cat >"$dir/policies/bench.yaml" <<EOF
 backends:
   mock:
     provider: openai
@@ -262,55 +267,33 @@ backends:
     region: local
 default_backend: mock
 EOF
-cat >"$TMP/sluice/sluice.yaml" <<EOF
+    [ -n "$plugin" ] && printf 'plugins:\n  - name: %s\n' "$plugin" \
+        >>"$dir/policies/bench.yaml"
+    cat >"$dir/sluice.yaml" <<EOF
 workers: 1
 listen:
-  - address: 127.0.0.1:$SLUICE_PORT
-policy_dir: $TMP/sluice/policies
-upstream:
-  max_idle_per_backend: 64
-log:
-  access: $TMP/sluice/access.log
-  error: $TMP/sluice/error.log
-  level: warn
-EOF
-$pin_proxy "$SLUICE_BIN" run -c "$TMP/sluice/sluice.yaml" \
-    >"$TMP/sluice/stdout.log" 2>&1 &
-SLUICE_PID=$!
-PIDS="$PIDS $SLUICE_PID"
-wait_port "$SLUICE_PORT" "$SLUICE_PID" sluice
-
-# sluice_lua: the same, with one access plugin that decodes the body and
-# reads `model` (bench/plugins/read-model.lua): the cost of the Lua runtime.
-mkdir -p "$TMP/sluice_lua/policies"
-cat >"$TMP/sluice_lua/policies/bench.yaml" <<EOF
-backends:
-  mock:
-    provider: openai
-    url: http://127.0.0.1:$MOCK_PORT
-    region: local
-default_backend: mock
-plugins:
-  - name: read-model
-EOF
-cat >"$TMP/sluice_lua/sluice.yaml" <<EOF
-workers: 1
-listen:
-  - address: 127.0.0.1:$SLUICE_LUA_PORT
-policy_dir: $TMP/sluice_lua/policies
+  - address: 127.0.0.1:$port
+policy_dir: $dir/policies
 plugin_dirs: [$BENCH/plugins]
 upstream:
   max_idle_per_backend: 64
 log:
-  access: $TMP/sluice_lua/access.log
-  error: $TMP/sluice_lua/error.log
+  access: $dir/access.log
+  error: $dir/error.log
   level: warn
 EOF
-$pin_proxy "$SLUICE_BIN" run -c "$TMP/sluice_lua/sluice.yaml" \
-    >"$TMP/sluice_lua/stdout.log" 2>&1 &
-SLUICE_LUA_PID=$!
-PIDS="$PIDS $SLUICE_LUA_PID"
-wait_port "$SLUICE_LUA_PORT" "$SLUICE_LUA_PID" sluice_lua
+    $pin_proxy "$SLUICE_BIN" run -c "$dir/sluice.yaml" >"$dir/stdout.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS="$PIDS $STARTED_PID"
+    wait_port "$port" "$STARTED_PID" "$name"
+}
+
+start_sluice sluice "$SLUICE_PORT"
+SLUICE_PID=$STARTED_PID
+# sluice_lua: the same, with one access plugin that decodes the body and
+# reads `model` (bench/plugins/read-model.lua): the cost of the Lua runtime.
+start_sluice sluice_lua "$SLUICE_LUA_PORT" read-model
+SLUICE_LUA_PID=$STARTED_PID
 
 port_of() {
     case $1 in
