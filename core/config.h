@@ -85,6 +85,7 @@ typedef struct sl_backend {
     char *path_prefix; /* prepended to the request path ("" when none) */
     char *host_header; /* "host" or "host:port" as sent upstream */
     char *pool_key;    /* pools are shared by backends with equal keys */
+    char *api_version;    /* azure: the api-version query parameter */
     char *credential_ref; /* "env:NAME" or "file:/path", or NULL */
     char *credential;  /* the secret itself: never logged, wiped on free */
     uint64_t connect_timeout, first_byte_timeout, idle_timeout; /* ms */

@@ -396,6 +396,7 @@ static int boot(lua_State *L)
     lua->fn_body_filter = ref_field(L, rt, "body_filter");
     lua->fn_log = ref_field(L, rt, "log");
     lua->fn_compile = ref_field(L, rt, "compile");
+    lua->fn_prepare = ref_field(L, rt, "prepare");
     lua_newtable(L);
     lua->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -524,8 +525,21 @@ int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
 
     lua_createtable(L, 0, p->nbackends);
     for (int i = 0; i < p->nbackends; i++) {
-        lua_pushboolean(L, 1);
-        lua_setfield(L, -2, p->backends[i].name);
+        const sl_backend *b = &p->backends[i];
+        lua_createtable(L, 0, 4); /* what adapters may know: no secret */
+        lua_pushstring(L, b->provider);
+        lua_setfield(L, -2, "provider");
+        if (b->region) {
+            lua_pushstring(L, b->region);
+            lua_setfield(L, -2, "region");
+        }
+        if (b->api_version) {
+            lua_pushstring(L, b->api_version);
+            lua_setfield(L, -2, "api_version");
+        }
+        lua_pushstring(L, b->path_prefix);
+        lua_setfield(L, -2, "base_path");
+        lua_setfield(L, -2, b->name);
     }
     lua_setfield(L, doc, "backends");
 

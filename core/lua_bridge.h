@@ -42,7 +42,7 @@ int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
                    size_t errlen);
 void sl_lua_chain_release(sl_lua *lua, sl_chain *c);
 
-enum { SL_LUA_OK, SL_LUA_DENY, SL_LUA_ERROR };
+enum { SL_LUA_OK, SL_LUA_DENY, SL_LUA_ERROR, SL_LUA_RESPOND };
 
 #define SL_LUA_MAX_TARGETS 8
 
@@ -63,11 +63,25 @@ typedef struct sl_lua_verdict {
     char message[512];
     sl_buf deny_headers; /* deny: "name: value\r\n" lines */
     char plugin[64];     /* the plugin that denied or failed */
+    int ai;              /* an AI front-door request: each attempt is
+                            prepared by a provider adapter (sl_lua_prepare)
+                            and its answer translated (body_filter) */
+    char model[128];     /* the public model, for x-sluice-model */
 } sl_lua_verdict;
 
-/* Run access then route for r. */
+/* Run access then route for r. SL_LUA_RESPOND means the runtime answers
+ * itself (status, body, deny_headers) without a backend. */
 int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
                    const char *version, sl_lua_verdict *v);
+
+/* Prepare attempt number `attempt` (1-based) of an AI request toward
+ * `backend`: the provider adapter writes the path (after the backend's
+ * prefix, query included) into path, the headers into v->headers as
+ * "name: value\r\n" lines and the body into v->body. 0; SL_EINVAL when the
+ * provider cannot take the request (v: status, code, message, to answer);
+ * SL_EIO when the runtime failed (v: plugin, message). */
+int sl_lua_prepare(sl_lua *lua, const sl_chain *c, int ctx_ref, int attempt,
+                   const char *backend, sl_buf *path, sl_lua_verdict *v);
 
 /* The head of attempt number `attempt` (1-based) arrived; `more` says
  * whether another target is left. Returns 1 to move on to the next target,

@@ -77,7 +77,7 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
     lua_pushlstring(L, r->path.p, r->path.n);
     lua_pushlstring(L, r->query.p, r->query.n);
     (void)version;
-    if (lua_pcall(L, 6, 7, 0) != 0) {
+    if (lua_pcall(L, 6, 8, 0) != 0) {
         verdict_error(v, "runtime", lua_tostring(L, -1));
         lua_settop(L, top);
         return 0;
@@ -110,6 +110,20 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
                 lua_pop(L, 1);
             }
         }
+        if (lua_isstring(L, base + 5)) { /* the AI front door took it */
+            v->ai = 1;
+            copy_str(v->model, sizeof(v->model), L, base + 5);
+        }
+    } else if (action && strcmp(action, "respond") == 0) {
+        size_t n;
+        const char *b = lua_tolstring(L, base + 3, &n);
+        v->action = SL_LUA_RESPOND;
+        v->status = (int)lua_tointeger(L, base + 2);
+        v->body.len = 0;
+        if (b)
+            sl_buf_append(&v->body, b, n);
+        if (lua_istable(L, base + 4))
+            flat_to_lines(L, base + 4, &v->deny_headers);
     } else if (action && strcmp(action, "deny") == 0) {
         v->action = SL_LUA_DENY;
         v->status = (int)lua_tointeger(L, base + 2);
@@ -123,6 +137,54 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
     }
     lua_settop(L, top);
     return 0;
+}
+
+int sl_lua_prepare(sl_lua *lua, const sl_chain *c, int ctx_ref, int attempt,
+                   const char *backend, sl_buf *path, sl_lua_verdict *v)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_prepare);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref);
+    lua_pushinteger(L, attempt);
+    lua_pushstring(L, backend);
+    int rc = 0;
+    if (lua_pcall(L, 4, 4, 0) != 0) {
+        verdict_error(v, "runtime", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return SL_EIO;
+    }
+    const char *action = lua_tostring(L, top + 1);
+    if (action && strcmp(action, "ok") == 0) {
+        size_t n;
+        const char *p = lua_tolstring(L, top + 2, &n);
+        path->len = 0;
+        v->headers.len = 0;
+        v->body.len = 0;
+        if (p)
+            sl_buf_append(path, p, n);
+        v->headers_changed = 1;
+        if (!lua_istable(L, top + 3) ||
+            flat_to_lines(L, top + 3, &v->headers) < 0) {
+            verdict_error(v, "adapter", "an adapter set an invalid header");
+            rc = SL_EIO;
+        }
+        const char *b = lua_tolstring(L, top + 4, &n);
+        v->body_changed = 1;
+        if (b)
+            sl_buf_append(&v->body, b, n);
+    } else if (action && strcmp(action, "deny") == 0) {
+        v->status = (int)lua_tointeger(L, top + 2);
+        copy_str(v->code, sizeof(v->code), L, top + 3);
+        copy_str(v->message, sizeof(v->message), L, top + 4);
+        rc = SL_EINVAL;
+    } else {
+        verdict_error(v, lua_tostring(L, top + 2), lua_tostring(L, top + 3));
+        rc = SL_EIO;
+    }
+    lua_settop(L, top);
+    return rc;
 }
 
 int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,

@@ -21,7 +21,8 @@ struct sl_lua {
     int exceeded;
     char budget_msg[96];
     double budget_msg_ms;
-    int fn_request, fn_upstream_response, fn_body_filter, fn_log, fn_compile;
+    int fn_request, fn_upstream_response, fn_body_filter, fn_log, fn_compile,
+        fn_prepare;
     int anchor_ref; /* a table keeping the last filtered body piece alive */
     char **secret_dirs;
     int nsecret_dirs;

@@ -27,6 +27,7 @@ static void free_backend(sl_backend *b)
     free(b->path_prefix);
     free(b->host_header);
     free(b->pool_key);
+    free(b->api_version);
     free(b->credential_ref);
     sl_secret_free(b->credential);
 }
@@ -119,9 +120,9 @@ static int parse_backend(sl_ck *ck, const sl_node *n, const sl_config *cfg,
                          sl_backend *b)
 {
     static const char *const known[] = {
-        "provider",     "url",         "region",
-        "data_classes", "credentials", "tls_verify",
-        "ca_file",      "timeouts",    NULL};
+        "provider",     "url",         "region",   "data_classes",
+        "credentials",  "tls_verify",  "ca_file",  "timeouts",
+        "api_version",  NULL};
     char key[300];
     snprintf(key, sizeof(key), "backends.%s", n->key);
     if (sl_ck_keys(ck, n, key, known) < 0)
@@ -142,6 +143,10 @@ static int parse_backend(sl_ck *ck, const sl_node *n, const sl_config *cfg,
         return SL_ECONFIG;
     snprintf(k, sizeof(k), "%s.region", key);
     if ((m = sl_node_get(n, "region")) && sl_ck_str(ck, m, k, &b->region) < 0)
+        return SL_ECONFIG;
+    snprintf(k, sizeof(k), "%s.api_version", key);
+    if ((m = sl_node_get(n, "api_version")) &&
+        sl_ck_str(ck, m, k, &b->api_version) < 0)
         return SL_ECONFIG;
     snprintf(k, sizeof(k), "%s.tls_verify", key);
     if ((m = sl_node_get(n, "tls_verify")) &&
@@ -241,8 +246,8 @@ nomem:
 
 /* Sections the C runtime reads; the others belong to the Lua policy
  * compiler and are accepted here as they are. */
-static const char *const policy_sections[] = {"backends", "default_backend",
-                                              "plugins", NULL};
+static const char *const policy_sections[] = {
+    "backends", "default_backend", "plugins", "models", NULL};
 
 /* Read a whole file into memory (NUL-terminated). */
 static int read_file(const char *path, char **out, size_t *len)

@@ -48,6 +48,7 @@ typedef struct preq {
     int filter;   /* FILTER_* for this response */
     sl_buf fbuf;  /* body held for filtering */
     sl_buf fhead; /* response head held until a whole body is filtered */
+    sl_buf path;  /* AI requests: the adapter's path for this attempt */
     int fstatus;
     sl_up_result res;
     sl_lua_verdict v;
@@ -154,7 +155,10 @@ static int build_upstream_head(preq *q)
     rc |= sl_buf_append(h, r->method_name.p, r->method_name.n);
     rc |= sl_buf_append(h, " ", 1);
     rc |= sl_buf_puts(h, be->path_prefix);
-    rc |= sl_buf_append(h, r->url.p, r->url.n);
+    if (q->v.ai)
+        rc |= sl_buf_append(h, q->path.data, q->path.len);
+    else
+        rc |= sl_buf_append(h, r->url.p, r->url.n);
     rc |= sl_buf_puts(h, " HTTP/1.1\r\nhost: ");
     rc |= sl_buf_puts(h, be->host_header);
     rc |= sl_buf_puts(h, "\r\n");
@@ -297,6 +301,7 @@ static void preq_finish(preq *q, const char *error)
         sl_lua_unref(px->lua, q->v.ctx_ref);
     }
     sl_buf_release(&q->head);
+    sl_buf_release(&q->path);
     sl_buf_release(&q->fbuf);
     sl_buf_release(&q->fhead);
     sl_buf_release(&q->v.headers);
@@ -403,12 +408,46 @@ static void answer_deny(preq *q)
     sl_http_response_end(r);
 }
 
+/* The runtime answers itself (a model list, say): status and JSON body. */
+static void answer_respond(preq *q)
+{
+    sl_http_req *r = q->r;
+    sl_lua_verdict *v = &q->v;
+    sl_http_response_begin(r, v->status);
+    sl_http_response_header(r, "content-type", 12, "application/json", 16);
+    sl_http_hdr extra[32];
+    int n = parse_lines(&v->deny_headers, extra, 32);
+    for (int i = 0; i < n; i++)
+        if (!is_hop_by_hop(&extra[i].name))
+            sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
+                                    extra[i].value.p, extra[i].value.n);
+    sl_http_response_head_end(r, (int64_t)v->body.len);
+    sl_http_response_body(r, v->body.data ? v->body.data : "", v->body.len);
+    preq_finish(q, NULL);
+    sl_http_response_end(r);
+}
+
 static const sl_up_cbs up_cbs;
 
+/* Start the current attempt. Returns 0 when it runs, 1 when the client was
+ * already answered (the adapter refused the request), or SL_E*. */
 static int start_attempt(preq *q)
 {
     sl_http_req *r = q->r;
     q->be = &q->ver->policy->backends[q->targets[q->attempt]];
+    if (q->v.ai) {
+        int rc = sl_lua_prepare(q->px->lua, &q->ver->chain, q->v.ctx_ref,
+                                q->attempt + 1, q->be->name, &q->path, &q->v);
+        if (rc == SL_EINVAL) { /* e.g. a feature this provider lacks */
+            r->status = q->v.status;
+            answer_deny(q);
+            return 1;
+        }
+        if (rc < 0) {
+            answer_plugin_error(q);
+            return 1;
+        }
+    }
     if (build_upstream_head(q) < 0)
         return SL_ENOMEM;
     const sl_buf *body = q->v.body_changed ? &q->v.body : &r->body;
@@ -434,6 +473,9 @@ static void write_head(preq *q, int status, const sl_http_hdr *hdrs, int n,
     }
     sl_http_response_header(r, "x-sluice-backend", 16, q->be->name,
                             strlen(q->be->name));
+    if (q->v.model[0])
+        sl_http_response_header(r, "x-sluice-model", 14, q->v.model,
+                                strlen(q->v.model));
     sl_http_response_head_end(r, content_length);
 }
 
@@ -451,7 +493,7 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
 {
     preq *q = data;
     version *ver = q->ver;
-    if (ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) {
+    if ((ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) || q->v.ai) {
         int rc = sl_lua_upstream_response(
             q->px->lua, &ver->chain, q->v.ctx_ref, status, hdrs, n, q->be->name,
             q->attempt + 1, q->attempt + 1 < q->ntargets, &q->v);
@@ -463,8 +505,9 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
                             "next target",
                             q->r->id, q->be->name, status);
                 q->attempt++;
-                if (start_attempt(q) == 0)
-                    return;
+                int started = start_attempt(q);
+                if (started >= 0)
+                    return; /* running, or already answered */
                 q->res.err = SL_ENOMEM;
                 answer_upstream_error(q);
                 return;
@@ -473,7 +516,8 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
             return;
         }
     }
-    if (ver->chain.mask & SL_PHASE_BODY_FILTER) {
+    /* AI answers are translated (and their usage read) like a filter. */
+    if ((ver->chain.mask & SL_PHASE_BODY_FILTER) || q->v.ai) {
         if (is_event_stream(hdrs, n)) {
             q->filter = FILTER_SSE;
             write_head(q, status, hdrs, n, -1);
@@ -688,6 +732,7 @@ static void on_request(sl_http_req *r, void *data)
     sl_buf_init(&q->head, NULL);
     sl_buf_init(&q->fbuf, NULL);
     sl_buf_init(&q->fhead, NULL);
+    sl_buf_init(&q->path, NULL);
     sl_buf_init(&q->v.headers, NULL);
     sl_buf_init(&q->v.body, NULL);
     sl_buf_init(&q->v.deny_headers, NULL);
@@ -701,6 +746,11 @@ static void on_request(sl_http_req *r, void *data)
         }
         if (q->v.action == SL_LUA_ERROR) {
             answer_plugin_error(q);
+            return;
+        }
+        if (q->v.action == SL_LUA_RESPOND) {
+            r->status = q->v.status;
+            answer_respond(q);
             return;
         }
     }

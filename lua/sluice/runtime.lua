@@ -11,6 +11,7 @@ local M = {}
 local sandbox = require "sluice.sandbox"
 local schema = require "sluice.schema"
 local ctxmod = require "sluice.ctx"
+local frontdoor = require "sluice.frontdoor"
 
 local core, services
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
@@ -19,6 +20,7 @@ local sort, concat = table.sort, table.concat
 
 M.PHASES = { "access", "route", "upstream_response", "body_filter", "log" }
 local PHASE_BIT = { access = 1, route = 2, upstream_response = 4, body_filter = 8, log = 16 }
+local FRONTDOOR_BIT = 32 -- a model catalog is loaded: AI requests are translated
 M.PHASE_BIT = PHASE_BIT
 
 function M.init(c, svc)
@@ -26,6 +28,7 @@ function M.init(c, svc)
   for name, mod in pairs(svc) do sandbox.service(name, mod) end
   sandbox.init(c)
   ctxmod.init(c, svc.json)
+  frontdoor.init(svc.json)
 end
 
 -- ---- compiling a policy -----------------------------------------------------
@@ -150,6 +153,9 @@ function M.compile(doc)
   end)
   local chain = { version = doc.version, entries = entries, mask = 0,
                   time_budget = doc.time_budget, backends = doc.backends or {} }
+  local catalog, cerr = frontdoor.compile(doc.files, chain.backends, line_of)
+  if catalog == nil then return nil, cerr end
+  chain.catalog = catalog or nil
   for _, phase in ipairs(M.PHASES) do
     local list = {}
     for _, e in ipairs(entries) do
@@ -158,6 +164,7 @@ function M.compile(doc)
     chain[phase] = list
     if #list > 0 then chain.mask = chain.mask + PHASE_BIT[phase] end
   end
+  if chain.catalog then chain.mask = chain.mask + FRONTDOOR_BIT end
   return chain
 end
 
@@ -245,6 +252,15 @@ function M.request(chain, handle, id, method, path, query, source)
       end
     end
   end
+  local model
+  local fk, fa, fb, fc = frontdoor.request(chain, st, method, path)
+  if fk == "respond" then
+    return "respond", keep, fa, fb, nil
+  elseif fk == "deny" then
+    return "deny", keep, fa, fb, fc, nil, "catalog"
+  elseif fk == "ok" then
+    targets, model = fa, fb
+  end
   if keep then st.route = { targets = targets } end
   local rs = st
   local headers = rs.headers_dirty and flat_headers(rs) or nil
@@ -259,7 +275,19 @@ function M.request(chain, handle, id, method, path, query, source)
   elseif rs.body_dirty then
     body = rs.body
   end
-  return "ok", keep, headers, body, targets
+  return "ok", keep, headers, body, targets, model
+end
+
+-- Write attempt n of an AI request toward backend `name` in that backend's
+-- API: "ok", path, headers, body | "deny", status, code, message |
+-- "error", who, message.
+function M.prepare(chain, st, n, name)
+  local ok, k, a, b, c = pcall(frontdoor.prepare, chain, st, n, name)
+  if not ok then
+    core.log("error", "adapter failed to prepare a request: " .. tostring(k))
+    return "error", "adapter", tostring(k)
+  end
+  return k, a, b, c
 end
 
 -- An attempt's head arrived: "accept" or "next" (try the next target).
@@ -279,6 +307,16 @@ end
 -- (unchanged when no filter changed them), or "error", plugin, message.
 function M.body_filter(chain, st, data, last)
   st.filtered = nil
+  if st.ai and st.ai.attempt then
+    local ok, out = pcall(frontdoor.translate, st, data, last)
+    if not ok then
+      core.log("error", "adapter failed to translate an answer: " .. tostring(out))
+      return "error", "adapter", tostring(out)
+    end
+    data = out
+    st.filtered = out
+    if #chain.body_filter == 0 then return out end
+  end
   local kind, a, b = run(chain, "body_filter", st, data, last)
   if kind == "error" then return "error", a, b end
   return st.filtered or data
