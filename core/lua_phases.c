@@ -249,7 +249,12 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
         lua_settop(L, top);
         return SL_EIO;
     }
-    if (lua_type(L, top + 1) == LUA_TSTRING && lua_isnil(L, top + 2)) {
+    if (lua_type(L, top + 1) == LUA_TSTRING &&
+        (lua_isnil(L, top + 2) || lua_type(L, top + 2) == LUA_TNUMBER)) {
+        /* A number: the status the answer must carry instead (an adapter
+         * that could not read the backend's answer). */
+        if (lua_type(L, top + 2) == LUA_TNUMBER)
+            v->status = (int)lua_tointeger(L, top + 2);
         /* Anchored until the next call, so the bytes stay valid. */
         *out = lua_tolstring(L, top + 1, outlen);
         lua_rawgeti(L, LUA_REGISTRYINDEX, lua->anchor_ref);

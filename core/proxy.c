@@ -544,6 +544,7 @@ static int filter_piece(preq *q, const char *p, size_t n, int last)
 {
     const char *out;
     size_t outlen;
+    q->v.status = 0;
     if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref, p, n, last,
                            &out, &outlen, &q->v) < 0)
         return SL_EIO;
@@ -627,13 +628,15 @@ static int finish_whole(preq *q)
 {
     const char *out;
     size_t outlen;
+    q->v.status = 0;
     if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref,
                            q->fbuf.data ? q->fbuf.data : "", q->fbuf.len, 1,
                            &out, &outlen, &q->v) < 0)
         return SL_EIO;
     sl_http_hdr hdrs[256];
     int n = parse_lines(&q->fhead, hdrs, 256);
-    write_head(q, q->fstatus, hdrs, n, (int64_t)outlen);
+    write_head(q, q->v.status > 0 ? q->v.status : q->fstatus, hdrs, n,
+               (int64_t)outlen);
     sl_http_response_body(q->r, out, outlen);
     return 0;
 }

@@ -212,7 +212,7 @@ function M.prepare(chain, st, n, name)
   local be = chain.backends[name]
   local P = adapter(be.provider)
   local target = { model = t.model, base_path = be.base_path, api_version = be.api_version,
-                   deployment = t.model, public_model = ai.public, now = 0 }
+                   deployment = t.model, public_model = ai.public, now = os.time() }
   -- adapters may edit the request in place: later attempts need it whole
   local req = #ai.targets > 1 and copy(ai.internal) or ai.internal
   local res, err
@@ -251,6 +251,8 @@ function M.prepare(chain, st, n, name)
     end
   end
   local body = json.encode(res.body)
+  -- used only when the provider reports no usage
+  target.prompt_tokens_estimate = res.prompt_tokens_estimate
   ai.attempt = { P = P, target = target, prepared = res, state = nil }
   return "ok", (res.path or "") .. query_string(res.query), flat, body
 end
@@ -298,6 +300,14 @@ local function whole(st, data)
     body, usage = a.P.embeddings_response(status, data, a.target)
   else
     body, usage = a.P.chat_response(status, data, a.target)
+  end
+  if body == nil then -- an answer the adapter cannot read: a gateway error
+    local err = usage or {}
+    st.status_override = err.status or 502
+    local e = { error = { message = err.message or "the backend's answer cannot be read",
+                          type = "upstream_error", code = err.code or "upstream_invalid_response" } }
+    if anth then return json.encode(anthropic_front().error(e, st.status_override)) end
+    return json.encode(e)
   end
   st.usage = usage
   if anth then body = anthropic_front().from_internal(body, usage, ai.public) end

@@ -315,11 +315,11 @@ function M.body_filter(chain, st, data, last)
     end
     data = out
     st.filtered = out
-    if #chain.body_filter == 0 then return out end
+    if #chain.body_filter == 0 then return out, st.status_override end
   end
   local kind, a, b = run(chain, "body_filter", st, data, last)
   if kind == "error" then return "error", a, b end
-  return st.filtered or data
+  return st.filtered or data, st.status_override
 end
 
 -- The request is over. record: a table of facts for the audit record;

@@ -3,6 +3,7 @@
 -- `model` is removed from the body, and the key goes in the api-key header.
 local family = require "sluice.providers.openai_family"
 
+local tostring = tostring
 local DEFAULT_API_VERSION = "2024-10-21" -- GA; supports stream_options
 
 -- Deployment names are [A-Za-z0-9_.-]; anything else is escaped so it

@@ -7,7 +7,7 @@ local json = require "sluice.json"
 local M = {}
 
 local type, pairs, ipairs, tostring, next, ceil = type, pairs, ipairs, tostring, next, math.ceil
-local concat = table.concat
+local concat, sort = table.concat, table.sort
 local null = json.null
 M.null = null
 
@@ -151,7 +151,7 @@ function M.unknown_keys(req, known)
     end
   end
   if not bad then return nil end
-  table.sort(bad)
+  sort(bad)
   return concat(bad, ", ")
 end
 
