@@ -23,7 +23,7 @@ static const char usage[] =
     "  check [-c sluice.yaml] [policy-dir]\n"
     "                             validate the configuration and policy\n"
     "  mock [--listen HOST:PORT] [--workers N] [--tls-cert F --tls-key F]\n"
-    "       [--status N] [--delay-ms N] [--fault NAME]\n"
+    "       [--status N] [--delay-ms N] [--fault NAME] [--require-auth]\n"
     "                             run the mock provider\n"
     "  spec [busted args]         run busted specs inside sluice's LuaJIT\n"
     "  new-plugin NAME [--dir plugins] [--spec-dir spec/plugins]\n"
@@ -299,6 +299,7 @@ static int cmd_mock(int argc, char **argv)
         {"status", required_argument, NULL, 's'},
         {"delay-ms", required_argument, NULL, 'd'},
         {"fault", required_argument, NULL, 'f'},
+        {"require-auth", no_argument, NULL, 'A'},
         {NULL, 0, NULL, 0}};
     sl_config cfg;
     sl_config_defaults(&cfg);
@@ -334,6 +335,9 @@ static int cmd_mock(int argc, char **argv)
             break;
         case 'f':
             mo.fault = optarg;
+            break;
+        case 'A':
+            mo.require_auth = 1;
             break;
         default:
             fputs(usage, stderr);

@@ -1,19 +1,17 @@
-/* mock.c — the mock provider (see mock.h).
+/* mock.c — the mock provider (see mock.h): routes, credentials, faults,
+ * timing, statistics and the record of what it received. The bodies each
+ * provider API answers with live in mock_providers.c.
  *
  * It answers fast and the same way every time, so benchmarks measure the
  * gateway and tests can predict every byte. Anything slow or broken happens
  * only when a request or the command line asks for it. */
 #include "mock.h"
 #include "log.h"
+#include "mock_providers.h"
 
-#include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
-
-static const char *const words[] = {"Hello", " from",     " the", " sluice",
-                                    " mock", " provider", "."};
-#define NWORDS ((int)SL_ARRAY_LEN(words))
 
 typedef struct mreq mreq;
 
@@ -31,13 +29,9 @@ struct mreq {
     sl_http_req *r; /* NULL once the client is gone */
     mreq *prev, *next;
     uv_timer_t timer;
-    char model[128];
-    int stream;
-    int include_usage;
-    int chunks;      /* content events to send */
-    int sent;        /* content events sent */
-    int chunk_delay; /* ms between events */
-    int prompt_tokens;
+    sl_mock_call call;
+    int sent;        /* stream pieces sent */
+    int chunk_delay; /* ms between stream events */
     int status;
     int retry_after;
     int fault; /* one of the FAULT_* values */
@@ -92,66 +86,153 @@ static void send_json(sl_http_req *r, int status, const char *body, size_t n)
     sl_http_response_end(r);
 }
 
-static void send_error(sl_http_req *r, int status, int retry_after)
+/* ---- the record of received requests ----
+ *
+ * A ring of the last REC_SLOTS requests, shared by every mock worker of the
+ * process. A slot keeps the request's bytes as received (method, url,
+ * header names and values, body, each behind its length); JSON is made
+ * only when /mock/requests is read. Slots keep their memory between
+ * requests, so recording costs a copy and a lock, and allocates only while
+ * the ring warms up or meets a bigger request. */
+
+#define REC_SLOTS 50
+#define REC_BODY_MAX (256 * 1024)
+
+typedef struct rec_slot {
+    sl_buf raw;
+    uint64_t seq;
+    size_t body_bytes; /* as received; raw keeps at most REC_BODY_MAX */
+    int nheaders;
+    int ok; /* 0 when copying failed (out of memory) */
+} rec_slot;
+
+static pthread_mutex_t rec_lock = PTHREAD_MUTEX_INITIALIZER;
+static rec_slot rec_ring[REC_SLOTS];
+static uint64_t rec_total; /* requests recorded since the start */
+static uint64_t rec_first; /* the oldest one not cleared */
+static int rec_users;      /* live sl_mock objects; the last frees the ring */
+
+static void rec_put(sl_buf *b, const char *p, size_t n)
 {
-    char body[256];
-    const char *type = status == 429   ? "rate_limit_error"
-                       : status >= 500 ? "server_error"
-                                       : "invalid_request_error";
-    int n =
-        snprintf(body, sizeof(body),
-                 "{\"error\":{\"message\":\"mock error %d\",\"type\":\"%s\","
-                 "\"code\":\"mock_%d\"}}",
-                 status, type, status);
-    sl_http_response_begin(r, status);
-    sl_http_response_header(r, "content-type", 12, "application/json", 16);
-    if (retry_after > 0) {
-        char ra[16];
-        int l = snprintf(ra, sizeof(ra), "%d", retry_after);
-        sl_http_response_header(r, "retry-after", 11, ra, (size_t)l);
+    uint32_t len = (uint32_t)n;
+    memcpy(b->data + b->len, &len, sizeof(len));
+    memcpy(b->data + b->len + sizeof(len), p, n);
+    b->len += sizeof(len) + n;
+}
+
+static const char *rec_get(const char **cur, size_t *n)
+{
+    uint32_t len;
+    memcpy(&len, *cur, sizeof(len));
+    const char *p = *cur + sizeof(len);
+    *cur = p + len;
+    *n = len;
+    return p;
+}
+
+static void record(const sl_http_req *r)
+{
+    size_t body = r->body.len < REC_BODY_MAX ? r->body.len : REC_BODY_MAX;
+    size_t need =
+        4 * (3 + 2 * (size_t)r->nheaders) + r->method_name.n + r->url.n + body;
+    for (int i = 0; i < r->nheaders; i++)
+        need += r->headers[i].name.n + r->headers[i].value.n;
+    pthread_mutex_lock(&rec_lock);
+    rec_slot *s = &rec_ring[rec_total % REC_SLOTS];
+    s->raw.len = 0;
+    s->seq = ++rec_total;
+    s->body_bytes = r->body.len;
+    s->nheaders = r->nheaders;
+    s->ok = sl_buf_reserve(&s->raw, need) == 0;
+    if (s->ok) {
+        rec_put(&s->raw, r->method_name.p, r->method_name.n);
+        rec_put(&s->raw, r->url.p, r->url.n);
+        for (int i = 0; i < r->nheaders; i++) {
+            rec_put(&s->raw, r->headers[i].name.p, r->headers[i].name.n);
+            rec_put(&s->raw, r->headers[i].value.p, r->headers[i].value.n);
+        }
+        rec_put(&s->raw, r->body.data ? r->body.data : "", body);
     }
-    sl_http_response_head_end(r, n);
-    sl_http_response_body(r, body, (size_t)n);
-    sl_http_response_end(r);
+    pthread_mutex_unlock(&rec_lock);
 }
 
-static void send_completion(mreq *q)
+static int json_str(sl_buf *b, const char *p, size_t n)
 {
-    char body[1024];
-    char content[256] = "";
-    for (int i = 0; i < NWORDS; i++)
-        strcat(content, words[i]);
-    int n = snprintf(
-        body, sizeof(body),
-        "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%"
-        "ld,"
-        "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-        "\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],"
-        "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
-        "\"total_tokens\":%d}}",
-        (long)time(NULL), q->model, content, q->prompt_tokens, NWORDS,
-        q->prompt_tokens + NWORDS);
-    send_json(q->r, 200, body, (size_t)n);
+    if (sl_buf_reserve(b, n * 6 + 2) < 0)
+        return -1;
+    b->data[b->len++] = '"';
+    b->len += sl_json_escape(b->data + b->len, b->cap - b->len, p, n);
+    b->data[b->len++] = '"';
+    return 0;
 }
 
-static void sse_event(sl_http_req *r, const char *json, size_t n)
+static int rec_json(sl_buf *b, const rec_slot *s)
 {
-    sl_http_response_body(r, "data: ", 6);
-    sl_http_response_body(r, json, n);
-    sl_http_response_body(r, "\n\n", 2);
+    const char *cur = s->raw.data;
+    size_t n;
+    const char *p;
+    int rc = sl_buf_printf(
+        b, "{\"seq\":%llu,\"method\":", (unsigned long long)s->seq);
+    p = rec_get(&cur, &n);
+    rc |= json_str(b, p, n);
+    rc |= sl_buf_puts(b, ",\"path\":");
+    p = rec_get(&cur, &n);
+    rc |= json_str(b, p, n);
+    rc |= sl_buf_puts(b, ",\"headers\":[");
+    for (int i = 0; i < s->nheaders; i++) {
+        rc |= sl_buf_puts(b, i ? ",[" : "[");
+        p = rec_get(&cur, &n);
+        rc |= json_str(b, p, n);
+        rc |= sl_buf_puts(b, ",");
+        p = rec_get(&cur, &n);
+        rc |= json_str(b, p, n);
+        rc |= sl_buf_puts(b, "]");
+    }
+    rc |= sl_buf_printf(b, "],\"body_bytes\":%zu,\"body\":", s->body_bytes);
+    p = rec_get(&cur, &n);
+    rc |= json_str(b, p, n);
+    rc |= sl_buf_puts(b, "}");
+    return rc;
 }
 
-static void sse_chunk(mreq *q, const char *delta, const char *finish)
+static void send_records(sl_http_req *r)
 {
-    char ev[512];
-    int n = snprintf(ev, sizeof(ev),
-                     "{\"id\":\"chatcmpl-mock\",\"object\":"
-                     "\"chat.completion.chunk\",\"created\":%ld,\"model\":"
-                     "\"%s\",\"choices\":[{\"index\":0,\"delta\":{%s},"
-                     "\"finish_reason\":%s}]}",
-                     (long)time(NULL), q->model, delta, finish);
-    sse_event(q->r, ev, (size_t)n);
+    sl_buf out;
+    sl_buf_init(&out, NULL);
+    pthread_mutex_lock(&rec_lock);
+    uint64_t from = rec_total > REC_SLOTS ? rec_total - REC_SLOTS : 0;
+    if (from < rec_first)
+        from = rec_first;
+    int rc = sl_buf_printf(&out, "{\"total\":%llu,\"requests\":[",
+                           (unsigned long long)rec_total);
+    int first = 1;
+    for (uint64_t i = from; i < rec_total && rc == 0; i++) {
+        const rec_slot *s = &rec_ring[i % REC_SLOTS];
+        if (!s->ok)
+            continue;
+        if (!first)
+            rc |= sl_buf_puts(&out, ",");
+        rc |= rec_json(&out, s);
+        first = 0;
+    }
+    pthread_mutex_unlock(&rec_lock);
+    rc |= sl_buf_puts(&out, "]}");
+    if (rc == 0)
+        send_json(r, 200, out.data, out.len);
+    else
+        sl_http_send_error(r, 500, "server_error", "internal_error",
+                           "out of memory");
+    sl_buf_release(&out);
 }
+
+static void clear_records(void)
+{
+    pthread_mutex_lock(&rec_lock);
+    rec_first = rec_total;
+    pthread_mutex_unlock(&rec_lock);
+}
+
+/* ---- answering a provider call ---- */
 
 static void mreq_done(mreq *q);
 
@@ -159,41 +240,21 @@ static void mreq_done(mreq *q);
 static int stream_step(mreq *q)
 {
     sl_http_req *r = q->r;
-    if (q->sent == 0 && !r->head_sent) {
-        sl_http_response_begin(r, 200);
-        sl_http_response_header(r, "content-type", 12, "text/event-stream", 17);
-        sl_http_response_header(r, "cache-control", 13, "no-cache", 8);
-        sl_http_response_head_end(r, -1);
-        sse_chunk(q, "\"role\":\"assistant\",\"content\":\"\"", "null");
-    }
+    if (q->sent == 0 && !r->head_sent)
+        sl_mock_stream_open(&q->call, r);
     if (q->fault == FAULT_RESET_MID && q->sent >= 2) {
         sl_http_response_flush(r);
         q->r = NULL;
         sl_http_response_abort(r);
         return 1;
     }
-    if (q->sent < q->chunks) {
-        char d[96];
-        snprintf(d, sizeof(d), "\"content\":\"%s\"", words[q->sent % NWORDS]);
-        sse_chunk(q, d, "null");
+    if (q->sent < q->call.pieces) {
+        sl_mock_stream_piece(&q->call, r, q->sent);
         q->sent++;
         sl_http_response_flush(r);
         return 0;
     }
-    sse_chunk(q, "", "\"stop\"");
-    if (q->include_usage) {
-        char ev[256];
-        int n =
-            snprintf(ev, sizeof(ev),
-                     "{\"id\":\"chatcmpl-mock\",\"object\":"
-                     "\"chat.completion.chunk\",\"created\":%ld,\"model\":"
-                     "\"%s\",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,"
-                     "\"completion_tokens\":%d,\"total_tokens\":%d}}",
-                     (long)time(NULL), q->model, q->prompt_tokens, q->chunks,
-                     q->prompt_tokens + q->chunks);
-        sse_event(r, ev, (size_t)n);
-    }
-    sse_event(r, "[DONE]", 6);
+    sl_mock_stream_close(&q->call, r);
     q->r = NULL;
     sl_http_response_end(r);
     return 1;
@@ -237,24 +298,25 @@ static int respond(mreq *q)
         sl_http_response_abort(r);
         return 1;
     }
-    case FAULT_GARBAGE_BODY: {
-        static const char bad[] =
-            "{\"id\": \"chatcmpl-mock\", \"choices\": [tru";
+    case FAULT_GARBAGE_BODY:
         q->r = NULL;
-        send_json(r, 200, bad, sizeof(bad) - 1);
+        sl_mock_send_garbage_body(r, q->call.api);
         return 1;
-    }
     case FAULT_HANG:
         return 0; /* until the client gives up */
     }
     if (q->status) {
         q->r = NULL;
-        send_error(r, q->status, q->retry_after);
+        sl_mock_send_error(r, q->call.api, q->status, q->retry_after, NULL,
+                           NULL);
         return 1;
     }
-    if (!q->stream) {
-        send_completion(q);
+    if (q->call.embeddings || !q->call.stream) {
         q->r = NULL;
+        if (q->call.embeddings)
+            sl_mock_send_embeddings(&q->call, r);
+        else
+            sl_mock_send_answer(&q->call, r);
         return 1;
     }
     for (;;) {
@@ -272,7 +334,7 @@ static void on_timer(uv_timer_t *t)
     mreq *q = t->data;
     if (!q->r)
         return;
-    if (q->stream && q->r->head_sent) {
+    if (q->call.stream && q->r->head_sent) {
         if (stream_step(q)) {
             mreq_done(q);
             return;
@@ -284,28 +346,179 @@ static void on_timer(uv_timer_t *t)
         mreq_done(q);
 }
 
-static void read_chat_request(mreq *q, const sl_http_req *r)
+/* ---- routes ---- */
+
+static int path_is(const sl_http_req *r, const char *p)
 {
-    snprintf(q->model, sizeof(q->model), "mock-model");
-    q->prompt_tokens = (int)(r->body.len / 4) + 1;
-    cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
-    if (!j)
-        return;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
-    if (cJSON_IsString(model)) {
-        /* Names go into JSON we print: keep them to safe characters. */
-        size_t o = 0;
-        for (const char *p = model->valuestring; *p && o < sizeof(q->model) - 1;
-             p++)
-            if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
-                q->model[o++] = *p;
-        q->model[o] = '\0';
+    size_t n = strlen(p);
+    return r->path.n == n && memcmp(r->path.p, p, n) == 0;
+}
+
+static int has_prefix(const char *s, size_t n, const char *pre)
+{
+    size_t pn = strlen(pre);
+    return n >= pn && memcmp(s, pre, pn) == 0;
+}
+
+static int str_is(const char *s, size_t n, const char *lit)
+{
+    return n == strlen(lit) && memcmp(s, lit, n) == 0;
+}
+
+static void set_model(sl_mock_call *c, const char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o < sizeof(c->model) - 1; i++)
+        if (s[i] != '"' && s[i] != '\\' && (unsigned char)s[i] >= 0x20)
+            c->model[o++] = s[i];
+    c->model[o] = '\0';
+}
+
+/* A query parameter's value, as received (not percent-decoded). */
+static int query_param(const sl_http_req *r, const char *name, sl_str *out)
+{
+    size_t nl = strlen(name);
+    const char *p = r->query.p, *end = p + r->query.n;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+            out->p = p + nl + 1;
+            out->n = (size_t)(e - out->p);
+            return 1;
+        }
+        p = amp ? amp + 1 : NULL;
     }
-    q->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
-    q->include_usage =
-        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    cJSON_Delete(j);
+    return 0;
+}
+
+enum { ROUTE_NONE, ROUTE_CALL, ROUTE_UNKNOWN };
+
+/* Which provider call r is: fills c's api, embeddings, and what the path
+ * says (Azure deployment, Gemini model and method). */
+static int route(const sl_http_req *r, sl_mock_call *c)
+{
+    const char *p = r->path.p;
+    size_t n = r->path.n;
+    if (path_is(r, "/v1/chat/completions"))
+        return ROUTE_CALL;
+    if (path_is(r, "/v1/embeddings")) {
+        c->embeddings = 1;
+        return ROUTE_CALL;
+    }
+    if (path_is(r, "/v1/messages")) {
+        c->api = SL_MOCK_ANTHROPIC;
+        return ROUTE_CALL;
+    }
+    static const char az[] = "/openai/deployments/";
+    if (has_prefix(p, n, az)) {
+        c->api = SL_MOCK_AZURE;
+        const char *dep = p + sizeof(az) - 1, *end = p + n;
+        const char *slash = memchr(dep, '/', (size_t)(end - dep));
+        if (!slash || slash == dep)
+            return ROUTE_UNKNOWN;
+        set_model(c, dep, (size_t)(slash - dep));
+        size_t rest = (size_t)(end - slash);
+        if (str_is(slash, rest, "/chat/completions"))
+            return ROUTE_CALL;
+        if (str_is(slash, rest, "/embeddings")) {
+            c->embeddings = 1;
+            return ROUTE_CALL;
+        }
+        return ROUTE_UNKNOWN;
+    }
+    static const char gv1b[] = "/v1beta/models/", gv1[] = "/v1/models/";
+    size_t skip = has_prefix(p, n, gv1b)  ? sizeof(gv1b) - 1
+                  : has_prefix(p, n, gv1) ? sizeof(gv1) - 1
+                                          : 0;
+    if (skip) {
+        c->api = SL_MOCK_GEMINI;
+        const char *model = p + skip, *end = p + n;
+        const char *colon = memchr(model, ':', (size_t)(end - model));
+        if (!colon || colon == model)
+            return ROUTE_UNKNOWN;
+        set_model(c, model, (size_t)(colon - model));
+        size_t mn = (size_t)(end - colon);
+        sl_str alt;
+        if (str_is(colon, mn, ":generateContent"))
+            return ROUTE_CALL;
+        if (!str_is(colon, mn, ":streamGenerateContent"))
+            return ROUTE_UNKNOWN;
+        c->stream = 1;
+        c->sse = query_param(r, "alt", &alt) && sl_ieq(alt.p, alt.n, "sse");
+        return ROUTE_CALL;
+    }
+    return ROUTE_NONE;
+}
+
+static int header_set(const sl_http_req *r, const char *name)
+{
+    const sl_str *v = sl_http_header(r, name);
+    return v && v->n > 0;
+}
+
+/* Does r carry the credential its API wants? OpenAI's check is opt-in
+ * (--require-auth, x-mock-require-auth: 1) so the quickstart works with
+ * no key; the others always check. Only presence is checked. */
+static int has_credentials(const sl_mock *m, const sl_http_req *r, int api)
+{
+    sl_str key;
+    switch (api) {
+    case SL_MOCK_AZURE:
+        return header_set(r, "api-key");
+    case SL_MOCK_ANTHROPIC:
+        return header_set(r, "x-api-key");
+    case SL_MOCK_GEMINI:
+        return header_set(r, "x-goog-api-key") ||
+               (query_param(r, "key", &key) && key.n > 0);
+    }
+    if (!m->opts.require_auth && header_int(r, "x-mock-require-auth", 0) != 1)
+        return 1;
+    const sl_str *a = sl_http_header(r, "authorization");
+    return a && a->n > 7 && sl_ieq(a->p, 7, "bearer ");
+}
+
+static const char *const auth_messages[] = {
+    [SL_MOCK_OPENAI] = "You didn't provide an API key. You need to provide "
+                       "your API key in an Authorization header using "
+                       "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+    [SL_MOCK_AZURE] = "Access denied due to missing subscription key. Make "
+                      "sure to include subscription key when making "
+                      "requests to an API.",
+    [SL_MOCK_ANTHROPIC] = "x-api-key header is required",
+    [SL_MOCK_GEMINI] = "Method doesn't allow unregistered callers (callers "
+                       "without established identity). Please use API Key "
+                       "or other form of API consumer identity to call this "
+                       "API.",
+};
+
+/* Answer what is wrong with r before any fault: the route, credentials
+ * and required versions. Returns 1 when r was answered. */
+static int refuse(const sl_mock *m, sl_http_req *r, int rt, int api)
+{
+    if (rt == ROUTE_UNKNOWN) {
+        sl_mock_send_error(r, api, 404, 0, "not_found", "unknown path");
+        return 1;
+    }
+    if (!has_credentials(m, r, api)) {
+        sl_mock_send_error(r, api, 401, 0,
+                           api == SL_MOCK_AZURE ? "401" : "invalid_api_key",
+                           auth_messages[api]);
+        return 1;
+    }
+    sl_str v;
+    if (api == SL_MOCK_AZURE && !(query_param(r, "api-version", &v) && v.n)) {
+        sl_mock_send_error(r, api, 400, 0, "MissingApiVersionParameter",
+                           "The api-version query parameter (?api-version=) "
+                           "is required for all requests.");
+        return 1;
+    }
+    if (api == SL_MOCK_ANTHROPIC && !header_set(r, "anthropic-version")) {
+        sl_mock_send_error(r, api, 400, 0, NULL,
+                           "anthropic-version: header is required");
+        return 1;
+    }
+    return 0;
 }
 
 static void echo(sl_http_req *r)
@@ -332,10 +545,45 @@ static void echo(sl_http_req *r)
     sl_buf_release(&b);
 }
 
-static int path_is(const sl_http_req *r, const char *p)
+static void send_stats(sl_http_req *r)
 {
-    size_t n = strlen(p);
-    return r->path.n == n && memcmp(r->path.p, p, n) == 0;
+    char b[160];
+    pthread_mutex_lock(&rec_lock);
+    uint64_t recorded = rec_total;
+    pthread_mutex_unlock(&rec_lock);
+    int n = snprintf(
+        b, sizeof(b),
+        "{\"connections\":%llu,\"requests\":%llu,\"recorded\":%llu}",
+        (unsigned long long)__atomic_load_n(&stat_connections,
+                                            __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&stat_requests, __ATOMIC_RELAXED),
+        (unsigned long long)recorded);
+    send_json(r, 200, b, (size_t)n);
+}
+
+/* The mock's own routes; returns 1 when r was one of them. */
+static int mock_route(sl_http_req *r)
+{
+    if (path_is(r, "/health")) {
+        send_json(r, 200, "{\"status\":\"ok\"}", 15);
+        return 1;
+    }
+    if (!has_prefix(r->path.p, r->path.n, "/mock/"))
+        return 0;
+    if (path_is(r, "/mock/stats")) {
+        send_stats(r);
+    } else if (path_is(r, "/mock/echo")) {
+        echo(r);
+    } else if (path_is(r, "/mock/requests") && r->method == HTTP_DELETE) {
+        clear_records();
+        send_json(r, 200, "{\"cleared\":true}", 16);
+    } else if (path_is(r, "/mock/requests")) {
+        send_records(r);
+    } else {
+        sl_mock_send_error(r, SL_MOCK_OPENAI, 404, 0, "not_found",
+                           "unknown path");
+    }
+    return 1;
 }
 
 static void on_request(sl_http_req *r, void *data)
@@ -344,45 +592,32 @@ static void on_request(sl_http_req *r, void *data)
     __atomic_add_fetch(&stat_requests, 1, __ATOMIC_RELAXED);
     if (r->conn_requests == 0)
         __atomic_add_fetch(&stat_connections, 1, __ATOMIC_RELAXED);
-
-    if (path_is(r, "/health")) {
-        send_json(r, 200, "{\"status\":\"ok\"}", 15);
+    if (mock_route(r))
         return;
-    }
-    if (path_is(r, "/mock/stats")) {
-        char b[128];
-        int n =
-            snprintf(b, sizeof(b), "{\"connections\":%llu,\"requests\":%llu}",
-                     (unsigned long long)__atomic_load_n(&stat_connections,
-                                                         __ATOMIC_RELAXED),
-                     (unsigned long long)__atomic_load_n(&stat_requests,
-                                                         __ATOMIC_RELAXED));
-        send_json(r, 200, b, (size_t)n);
-        return;
-    }
-    if (path_is(r, "/mock/echo")) {
-        echo(r);
-        return;
-    }
+    record(r);
     if (path_is(r, "/v1/models")) {
         static const char models[] =
             "{\"object\":\"list\",\"data\":[{\"id\":\"mock-model\",\"object\":"
             "\"model\",\"created\":0,\"owned_by\":\"sluice-mock\"}]}";
+        if (refuse(m, r, ROUTE_CALL, SL_MOCK_OPENAI))
+            return;
         send_json(r, 200, models, sizeof(models) - 1);
         return;
     }
-    if (!path_is(r, "/v1/chat/completions")) {
+    mreq t = {0};
+    int rt = route(r, &t.call);
+    if (rt == ROUTE_NONE) {
         static const char nf[] =
             "{\"error\":{\"message\":\"unknown path\",\"type\":"
             "\"invalid_request_error\",\"code\":\"not_found\"}}";
         send_json(r, 404, nf, sizeof(nf) - 1);
         return;
     }
-    mreq t = {0};
+    if (refuse(m, r, rt, t.call.api))
+        return;
     t.m = m;
     t.r = r;
-    read_chat_request(&t, r);
-    t.chunks = header_int(r, "x-mock-chunks", NWORDS);
+    sl_mock_read_call(&t.call, r, header_int(r, "x-mock-chunks", -1));
     t.chunk_delay = header_int(r, "x-mock-chunk-delay-ms", 0);
     t.status = header_int(r, "x-mock-status", m->opts.status);
     t.retry_after = header_int(r, "x-mock-retry-after", 0);
@@ -391,9 +626,10 @@ static void on_request(sl_http_req *r, void *data)
                 : parse_fault(m->opts.fault,
                               m->opts.fault ? strlen(m->opts.fault) : 0);
     int delay = header_int(r, "x-mock-delay-ms", m->opts.delay_ms);
+    int streams = t.call.stream && !t.call.embeddings;
     int needs_timer =
         delay > 0 || t.fault == FAULT_HANG ||
-        (t.stream && t.chunk_delay > 0 && !t.status && t.fault != FAULT_RESET &&
+        (streams && t.chunk_delay > 0 && !t.status && t.fault != FAULT_RESET &&
          t.fault != FAULT_GARBAGE && t.fault != FAULT_GARBAGE_BODY);
     if (!needs_timer) { /* the fast path: answer now, allocate nothing */
         respond(&t);
@@ -436,6 +672,9 @@ sl_mock *sl_mock_new(uv_loop_t *loop, const sl_mock_opts *opts)
     if (m) {
         m->loop = loop;
         m->opts = *opts;
+        pthread_mutex_lock(&rec_lock);
+        rec_users++;
+        pthread_mutex_unlock(&rec_lock);
     }
     return m;
 }
@@ -461,5 +700,12 @@ void sl_mock_close(sl_mock *m)
 
 void sl_mock_free(sl_mock *m)
 {
+    if (!m)
+        return;
+    pthread_mutex_lock(&rec_lock);
+    if (--rec_users == 0)
+        for (int i = 0; i < REC_SLOTS; i++)
+            sl_buf_release(&rec_ring[i].raw);
+    pthread_mutex_unlock(&rec_lock);
     free(m);
 }
