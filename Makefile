@@ -27,11 +27,12 @@ run: build
 	./$(BUILD)/sluice run -c sluice.yaml
 
 test: build
+	@sh scripts/deps.sh --test
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
 # The end-to-end suite with sluice under valgrind's leak checker.
 valgrind: build
-	@sh scripts/deps.sh --test
+	@sh scripts/deps.sh --valgrind
 	cd $(BUILD) && SLUICE_WRAPPER="valgrind --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect --error-exitcode=99 -q" \
 	  ctest --output-on-failure -R '^spec/e2e'

@@ -442,6 +442,10 @@ static int route(const sl_http_req *r, sl_mock_call *c)
         sl_str alt;
         if (str_is(colon, mn, ":generateContent"))
             return ROUTE_CALL;
+        if (str_is(colon, mn, ":batchEmbedContents")) {
+            c->embeddings = 1;
+            return ROUTE_CALL;
+        }
         if (!str_is(colon, mn, ":streamGenerateContent"))
             return ROUTE_UNKNOWN;
         c->stream = 1;

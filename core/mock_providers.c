@@ -8,6 +8,7 @@
 #include "mock_providers.h"
 
 #include <cjson/cJSON.h>
+#include <mbedtls/base64.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -489,24 +490,78 @@ static void openai_close(const sl_mock_call *c, sl_http_req *r)
     sse_data(r, "[DONE]", 6);
 }
 
-/* A deterministic unit vector-ish of 8 floats for one input text. */
-static void embed(sl_buf *b, int index, const char *s, size_t n)
+/* A deterministic unit vector-ish of 8 floats for one input text; with
+ * base64, as OpenAI sends it then: the float32 little-endian bytes. */
+static void embed(sl_buf *b, int index, const char *s, size_t n, int base64)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    sl_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":[",
+    sl_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":",
                   index ? "," : "", index);
+    float v[8];
     for (int k = 0; k < 8; k++) {
         h = h * 6364136223846793005ull + 1442695040888963407ull;
-        double v = (double)(h >> 40) / (double)(1 << 24) * 2.0 - 1.0;
-        sl_buf_printf(b, "%s%.6f", k ? "," : "", v);
+        v[k] = (float)((double)(h >> 40) / (double)(1 << 24) * 2.0 - 1.0);
     }
+    if (base64) {
+        unsigned char enc[64];
+        size_t olen = 0;
+        mbedtls_base64_encode(enc, sizeof(enc), &olen,
+                              (const unsigned char *)v, sizeof(v));
+        sl_buf_printf(b, "\"%.*s\"}", (int)olen, enc);
+        return;
+    }
+    sl_buf_puts(b, "[");
+    for (int k = 0; k < 8; k++)
+        sl_buf_printf(b, "%s%.6f", k ? "," : "", (double)v[k]);
     sl_buf_puts(b, "]}");
+}
+
+/* Gemini's batchEmbedContents: {"requests":[{"content":{"parts":[{"text"}]}}]}
+ * answered with {"embeddings":[{"values":[…]}]}. */
+static void gemini_embeddings(sl_http_req *r)
+{
+    cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
+    const cJSON *reqs = get(j, "requests"), *q;
+    if (!cJSON_IsArray(reqs) || cJSON_GetArraySize(reqs) == 0) {
+        cJSON_Delete(j);
+        sl_mock_send_error(r, SL_MOCK_GEMINI, 400, 0, "INVALID_ARGUMENT",
+                           "requests must be a non-empty list");
+        return;
+    }
+    sl_buf b;
+    sl_buf_init(&b, NULL);
+    sl_buf_puts(&b, "{\"embeddings\":[");
+    int i = 0;
+    cJSON_ArrayForEach(q, reqs)
+    {
+        const cJSON *parts = get(get(q, "content"), "parts");
+        const cJSON *text = get(cJSON_GetArrayItem(parts, 0), "text");
+        const char *s = cJSON_IsString(text) ? text->valuestring : "";
+        sl_buf b1;
+        sl_buf_init(&b1, NULL);
+        embed(&b1, 0, s, strlen(s), 0);
+        /* reuse the OpenAI item: keep only its array of numbers (the
+         * buffer is not NUL-terminated: measure with its length) */
+        const char *arr = b1.data ? memchr(b1.data, '[', b1.len) : NULL;
+        int alen = arr ? (int)(b1.len - (size_t)(arr - b1.data) - 1) : 2;
+        sl_buf_printf(&b, "%s{\"values\":%.*s}", i++ ? "," : "", alen,
+                      arr ? arr : "[]");
+        sl_buf_release(&b1);
+    }
+    sl_buf_puts(&b, "]}");
+    cJSON_Delete(j);
+    send_json(r, 200, b.data, b.len);
+    sl_buf_release(&b);
 }
 
 void sl_mock_send_embeddings(const sl_mock_call *c, sl_http_req *r)
 {
+    if (c->api == SL_MOCK_GEMINI) {
+        gemini_embeddings(r);
+        return;
+    }
     cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
     const cJSON *in = get(j, "input"), *e;
     int ok = cJSON_IsString(in);
@@ -520,16 +575,18 @@ void sl_mock_send_embeddings(const sl_mock_call *c, sl_http_req *r)
                            "input must be a string or an array of strings");
         return;
     }
+    const cJSON *fmt = get(j, "encoding_format");
+    int b64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
     sl_buf b;
     sl_buf_init(&b, NULL);
     sl_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     if (cJSON_IsString(in)) {
-        embed(&b, 0, in->valuestring, strlen(in->valuestring));
+        embed(&b, 0, in->valuestring, strlen(in->valuestring), b64);
     } else {
         int i = 0;
         cJSON_ArrayForEach(e, in)
         {
-            embed(&b, i++, e->valuestring, strlen(e->valuestring));
+            embed(&b, i++, e->valuestring, strlen(e->valuestring), b64);
         }
     }
     sl_buf_printf(&b,

@@ -7,12 +7,15 @@ PKGS="cmake make gcc pkg-config libluajit2-5.1-dev libuv1-dev libmbedtls-dev
 libcjson-dev libyaml-dev libpcre2-dev node-llhttp lua-busted lua-socket curl
 openssl ca-certificates"
 
-# Test and bench extras (valgrind for the leak check, wrk and nginx for bench/).
-if [ "${1:-}" = "--test" ]; then
-    PKGS="$PKGS valgrind"
-elif [ "${1:-}" = "--bench" ]; then
-    PKGS="$PKGS wrk nginx-light"
-fi
+# Extras: the SDK specs drive sluice with the npm client SDKs (node and npm
+# are on the project's machines; Debian's are installed only when missing),
+# valgrind for the leak check, wrk and nginx for bench/.
+case "${1:-}" in
+--test) command -v node >/dev/null && command -v npm >/dev/null ||
+            PKGS="$PKGS nodejs npm" ;;
+--valgrind) PKGS="$PKGS valgrind" ;;
+--bench) PKGS="$PKGS wrk nginx-light util-linux" ;;
+esac
 
 missing=""
 for p in $PKGS; do

@@ -87,6 +87,16 @@ function M.decode(body)
   return v
 end
 
+-- A list of numbers as OpenAI's base64 embedding: float32, little-endian
+-- (the byte order of every machine sluice runs on), base64-encoded.
+function M.base64_floats(values)
+  local ffi = require "ffi"
+  local n = type(values) == "table" and #values or 0
+  local buf = ffi.new("float[?]", n > 0 and n or 1)
+  for i = 1, n do buf[i - 1] = tonumber(values[i]) or 0 end
+  return require("sluice.hash").base64_encode(ffi.string(buf, 4 * n))
+end
+
 -- ~4 bytes a token: the estimate stated as source = "estimated".
 function M.estimate(bytes)
   if not bytes or bytes <= 0 then return 0 end

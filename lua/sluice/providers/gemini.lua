@@ -535,7 +535,12 @@ function P.embeddings_request(req, target)
   if type(input) == "string" then input = { input } end
   if type(input) ~= "table" or #input == 0 then return invalid("input must be a string or a list of strings") end
   local fmt = val(req.encoding_format)
-  if fmt ~= nil and fmt ~= "float" then return unsupported("encoding_format '" .. tostring(fmt) .. "'") end
+  if fmt ~= nil and fmt ~= "float" and fmt ~= "base64" then
+    return unsupported("encoding_format '" .. tostring(fmt) .. "'")
+  end
+  -- Gemini answers floats; OpenAI clients (the SDK by default) may want
+  -- base64: remember, and encode the answer the way OpenAI would.
+  target.encoding_format = fmt
   local model = "models/" .. model_name(target.model)
   local dims = val(req.dimensions)
   local requests, bytes = {}, 0
@@ -564,7 +569,10 @@ function P.embeddings_response(status, body, target)
   end
   local data = {}
   for i, e in ipairs(embs) do
-    data[i] = { object = "embedding", index = i - 1, embedding = common.array(val(e.values)) }
+    local values = val(e.values)
+    local emb = target.encoding_format == "base64" and common.base64_floats(values)
+      or common.array(values)
+    data[i] = { object = "embedding", index = i - 1, embedding = emb }
   end
   local p = target.prompt_tokens_estimate or 0
   return {
