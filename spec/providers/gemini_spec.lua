@@ -268,11 +268,21 @@ describe("gemini adapter", function()
       assert.are.equal("estimated", usage.source)
     end)
 
-    it("refuses token arrays and base64 encoding by name", function()
+    it("refuses token arrays by name", function()
       local _, e1 = P.embeddings_request({ input = { { 1, 2 } } }, target())
       assert.are.equal("token-array embeddings input is not supported by the gemini provider", e1.message)
-      local _, e2 = P.embeddings_request({ input = "x", encoding_format = "base64" }, target())
-      assert.are.equal("encoding_format 'base64' is not supported by the gemini provider", e2.message)
+      local _, e2 = P.embeddings_request({ input = "x", encoding_format = "int8" }, target())
+      assert.are.equal("encoding_format 'int8' is not supported by the gemini provider", e2.message)
+    end)
+
+    it("answers base64 embeddings as OpenAI encodes them (float32, little-endian)", function()
+      -- OpenAI's SDKs ask for base64 by default; Gemini only answers floats
+      local t = target()
+      assert.is_not_nil(P.embeddings_request({ input = "x", encoding_format = "base64" }, t))
+      local body = P.embeddings_response(200, { embeddings = { { values = { 1, -2, 0.5 } } } }, t)
+      -- 1.0 = 00 00 80 3f, -2.0 = 00 00 00 c0, 0.5 = 00 00 00 3f
+      assert.are.equal(require("sluice.hash").base64_encode("\0\0\128\63\0\0\0\192\0\0\0\63"),
+                       body.data[1].embedding)
     end)
   end)
 end)
