@@ -56,7 +56,7 @@ typedef struct sl_config {
     int nsecret_dirs;
     char **secret_env; /* env: secrets plugins may read */
     int nsecret_env;
-    uint64_t lua_memory_limit;  /* bytes a worker's Lua state may hold */
+    uint64_t lua_memory_limit; /* bytes a worker's Lua state may hold */
     int skip_secrets; /* check only the form of secret references (sluice
                          check runs where the secrets are not) */
     uint64_t lua_time_budget;   /* ms one plugin call may run */
@@ -81,13 +81,13 @@ typedef struct sl_backend {
     uint16_t port;
     int tls;
     int tls_verify;
-    char *ca_file;     /* NULL: system bundle */
-    char *path_prefix; /* prepended to the request path ("" when none) */
-    char *host_header; /* "host" or "host:port" as sent upstream */
-    char *pool_key;    /* pools are shared by backends with equal keys */
+    char *ca_file;        /* NULL: system bundle */
+    char *path_prefix;    /* prepended to the request path ("" when none) */
+    char *host_header;    /* "host" or "host:port" as sent upstream */
+    char *pool_key;       /* pools are shared by backends with equal keys */
     char *api_version;    /* azure: the api-version query parameter */
     char *credential_ref; /* "env:NAME" or "file:/path", or NULL */
-    char *credential;  /* the secret itself: never logged, wiped on free */
+    char *credential;     /* the secret itself: never logged, wiped on free */
     uint64_t connect_timeout, first_byte_timeout, idle_timeout; /* ms */
 } sl_backend;
 

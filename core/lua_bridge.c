@@ -542,6 +542,10 @@ int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
         lua_setfield(L, -2, b->name);
     }
     lua_setfield(L, doc, "backends");
+    if (p->default_backend >= 0) {
+        lua_pushstring(L, p->backends[p->default_backend].name);
+        lua_setfield(L, doc, "default_backend");
+    }
 
     if (lua_pcall(L, 1, 2, 0) != 0) {
         snprintf(err, errlen, "policy compiler failed: %s",

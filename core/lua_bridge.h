@@ -93,8 +93,8 @@ int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
 
 /* Pass a body piece through the filters (and an AI answer through its
  * adapter first); v->status is set when the answer must carry another
- * status (only meaningful for a whole body). out and outlen point at the bytes to
- * send (valid until the next call). 0 or SL_EIO (plugin failed). */
+ * status (only meaningful for a whole body). out and outlen point at the bytes
+ * to send (valid until the next call). 0 or SL_EIO (plugin failed). */
 int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
                        const char *data, size_t len, int last, const char **out,
                        size_t *outlen, sl_lua_verdict *v);

@@ -507,8 +507,8 @@ static void embed(sl_buf *b, int index, const char *s, size_t n, int base64)
     if (base64) {
         unsigned char enc[64];
         size_t olen = 0;
-        mbedtls_base64_encode(enc, sizeof(enc), &olen,
-                              (const unsigned char *)v, sizeof(v));
+        mbedtls_base64_encode(enc, sizeof(enc), &olen, (const unsigned char *)v,
+                              sizeof(v));
         sl_buf_printf(b, "\"%.*s\"}", (int)olen, enc);
         return;
     }

@@ -120,9 +120,8 @@ static int parse_backend(sl_ck *ck, const sl_node *n, const sl_config *cfg,
                          sl_backend *b)
 {
     static const char *const known[] = {
-        "provider",     "url",         "region",   "data_classes",
-        "credentials",  "tls_verify",  "ca_file",  "timeouts",
-        "api_version",  NULL};
+        "provider",   "url",     "region",   "data_classes", "credentials",
+        "tls_verify", "ca_file", "timeouts", "api_version",  NULL};
     char key[300];
     snprintf(key, sizeof(key), "backends.%s", n->key);
     if (sl_ck_keys(ck, n, key, known) < 0)
@@ -246,8 +245,8 @@ nomem:
 
 /* Sections the C runtime reads; the others belong to the Lua policy
  * compiler and are accepted here as they are. */
-static const char *const policy_sections[] = {
-    "backends", "default_backend", "plugins", "models", NULL};
+static const char *const policy_sections[] = {"backends", "default_backend",
+                                              "plugins", "models", NULL};
 
 /* Read a whole file into memory (NUL-terminated). */
 static int read_file(const char *path, char **out, size_t *len)

@@ -137,8 +137,20 @@ end
 --   "deny", status, code, message
 function M.request(chain, st, method, path)
   local cat = chain.catalog
-  local door = cat and DOORS[method .. " " .. path]
-  if not door then return nil end
+  if not cat then return nil end
+  local door = DOORS[method .. " " .. path]
+  if not door then
+    -- Other /v1/* calls (files, batches, …) pass through, but only to a
+    -- backend that speaks the OpenAI API: never half-understood elsewhere.
+    if path:sub(1, 4) == "/v1/" then
+      local be = chain.default_backend and chain.backends[chain.default_backend]
+      local family = be and adapter(be.provider).family
+      if family ~= "openai" then
+        return deny(404, "not_found", ("%s %s is not served here"):format(method, path))
+      end
+    end
+    return nil
+  end
   if door.op == "models" then
     return "respond", 200, model_list(cat, st.consumer)
   end

@@ -152,7 +152,8 @@ function M.compile(doc)
     return a.order < b.order
   end)
   local chain = { version = doc.version, entries = entries, mask = 0,
-                  time_budget = doc.time_budget, backends = doc.backends or {} }
+                  time_budget = doc.time_budget, backends = doc.backends or {},
+                  default_backend = doc.default_backend }
   local catalog, cerr = frontdoor.compile(doc.files, chain.backends, line_of)
   if catalog == nil then return nil, cerr end
   chain.catalog = catalog or nil

@@ -41,6 +41,7 @@ describe("the OpenAI front door", function()
     mock = proc.mock()
     gw = proc.gateway({ policy = policy(mock.url) })
   end)
+
   teardown(function() proc.stop_all() end)
 
   it("lists exactly the catalog's models at GET /v1/models", function()
@@ -123,6 +124,17 @@ describe("the OpenAI front door", function()
     assert.are.equal(7, usage.completion_tokens)
   end)
 
+  it("answers 502 when the backend's answer cannot be read, and keeps serving", function()
+    local res = post(gw.port, "/v1/chat/completions",
+      { model = "fast", messages = { { role = "user", content = "hi" } } },
+      { ["x-mock-fault"] = "garbage-body" })
+    assert.are.equal(502, res.status)
+    assert.are.equal("upstream_invalid_response", http.error_of(res).code)
+    res = post(gw.port, "/v1/chat/completions",
+      { model = "fast", messages = { { role = "user", content = "hi" } } })
+    assert.are.equal(200, res.status)
+  end)
+
   it("passes the backend's error through in the OpenAI shape", function()
     local res = post(gw.port, "/v1/chat/completions",
       { model = "fast", messages = { { role = "user", content = "hi" } } },
@@ -130,5 +142,38 @@ describe("the OpenAI front door", function()
     assert.are.equal(429, res.status)
     assert.are.equal("3", res.headers["retry-after"])
     assert.is_not_nil(http.error_of(res).message)
+  end)
+end)
+
+describe("the front door with an Anthropic backend", function()
+  local mock, gw
+
+  setup(function()
+    mock = proc.mock()
+    gw = proc.gateway({ policy = ([[
+backends:
+  an: { provider: anthropic, url: "%s" }
+default_backend: an
+models:
+  claude: { targets: [ { backend: an, model: claude-3-5-haiku } ] }
+]]):format(mock.url) })
+  end)
+  teardown(function() proc.stop_all() end)
+
+  it("refuses a feature the provider lacks with 400 naming it", function()
+    local res = post(gw.port, "/v1/chat/completions",
+      { model = "claude", messages = { { role = "user", content = "hi" } },
+        response_format = { type = "json_object" } })
+    assert.are.equal(400, res.status)
+    local e = http.error_of(res)
+    assert.are.equal("unsupported_feature", e.code)
+    assert.matches("anthropic", e.message, 1, true)
+    assert.matches("response_format", e.message, 1, true)
+  end)
+
+  it("does not pass other /v1 calls to a backend of another API family", function()
+    local res = assert(http.request(gw.port, { method = "GET", path = "/v1/files" }))
+    assert.are.equal(404, res.status)
+    assert.are.equal("not_found", http.error_of(res).code)
   end)
 end)

@@ -103,6 +103,13 @@ models:
       assert.is_true(r.usage.output_tokens > 0)
     end)
 
+    it("gets a tool_use from " .. model .. " with the Anthropic SDK", function()
+      local r = drive("anthropic", base, model, "tools")
+      assert.are.equal("tool_use", r.stop)
+      assert.are.equal("get_weather", r.name)
+      assert.are.same({ location = "Paris" }, r.input)
+    end)
+
     it("streams to the Anthropic SDK from " .. model, function()
       local r = drive("anthropic", base, model, "stream")
       assert.are.equal(HELLO, r.content)
