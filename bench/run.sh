@@ -62,7 +62,7 @@ PIN=${PIN:-auto}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 STREAM=${STREAM:-1}
-TARGETS="direct nginx sluice sluice_lua"
+TARGETS="direct nginx sluice sluice_lua sluice_ai"
 HZ=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -181,6 +181,7 @@ NGINX_PORT=$(free_port)
 NGINX_SSE_PORT=$(free_port)
 SLUICE_PORT=$(free_port)
 SLUICE_LUA_PORT=$(free_port)
+SLUICE_AI_PORT=$(free_port)
 
 $pin_proxy "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
     >"$TMP/mock.log" 2>&1 &
@@ -253,11 +254,14 @@ wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ' | head -n1)
 [ -n "$NGINX_WORKER" ] || die "no nginx worker process"
 
-# start_sluice NAME PORT [PLUGIN]: a one-worker sluice in $TMP/NAME in front
-# of the mock, with an access log like nginx's, and PLUGIN (from
-# bench/plugins) as its only plugin when given. Sets STARTED_PID.
+# start_sluice NAME PORT [PLUGIN] [CATALOG]: a one-worker sluice in
+# $TMP/NAME in front of the mock, with an access log like nginx's, PLUGIN
+# (from bench/plugins) as its only plugin when not empty, and with CATALOG
+# set a model catalog, so requests go through the AI front door (the OpenAI
+# adapter rewrites the model, reads usage, re-frames each stream event).
+# Sets STARTED_PID.
 start_sluice() {
-    local name=$1 port=$2 plugin=${3:-} dir=$TMP/$1
+    local name=$1 port=$2 plugin=${3:-} catalog=${4:-} dir=$TMP/$1
     mkdir -p "$dir/policies"
     cat >"$dir/policies/bench.yaml" <<EOF
 backends:
@@ -268,6 +272,8 @@ backends:
 default_backend: mock
 EOF
     [ -n "$plugin" ] && printf 'plugins:\n  - name: %s\n' "$plugin" \
+        >>"$dir/policies/bench.yaml"
+    [ -n "$catalog" ] && printf 'models:\n  gpt-4o-mini:\n    targets: [ { backend: mock, model: mock-model } ]\n' \
         >>"$dir/policies/bench.yaml"
     cat >"$dir/sluice.yaml" <<EOF
 workers: 1
@@ -294,6 +300,8 @@ SLUICE_PID=$STARTED_PID
 # reads `model` (bench/plugins/read-model.lua): the cost of the Lua runtime.
 start_sluice sluice_lua "$SLUICE_LUA_PORT" read-model
 SLUICE_LUA_PID=$STARTED_PID
+start_sluice sluice_ai "$SLUICE_AI_PORT" "" catalog
+SLUICE_AI_PID=$STARTED_PID
 
 port_of() {
     case $1 in
@@ -301,6 +309,7 @@ port_of() {
     nginx) echo "$NGINX_PORT" ;;
     sluice) echo "$SLUICE_PORT" ;;
     sluice_lua) echo "$SLUICE_LUA_PORT" ;;
+    sluice_ai) echo "$SLUICE_AI_PORT" ;;
     esac
 }
 # The processes whose CPU time is "the proxy" for a target.
@@ -310,6 +319,7 @@ proxy_pids() {
     nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
     sluice) echo "$SLUICE_PID" ;;
     sluice_lua) echo "$SLUICE_LUA_PID" ;;
+    sluice_ai) echo "$SLUICE_AI_PID" ;;
     esac
 }
 
@@ -387,7 +397,7 @@ if [ "$STREAM" = 1 ]; then
     if lua -e 'require("socket")' 2>/dev/null; then
         SSE_OK=1
         for r in $(seq 1 "$ROUNDS"); do
-            for t in direct nginx sluice; do
+            for t in direct nginx sluice sluice_ai; do
                 port=$(port_of "$t")
                 [ "$t" = nginx ] && port=$NGINX_SSE_PORT
                 # first event: 8 events 5 ms apart, 10 streams per round;
@@ -465,7 +475,7 @@ $1 == "SSE" {
     print $0 >> txt
 }
 END {
-    nt = split("direct nginx sluice sluice_lua", T, " ")
+    nt = split("direct nginx sluice sluice_lua sluice_ai", T, " ")
     nc = split(conns, C, " ")
     row("### sluice bench " stamp)
     row("")
@@ -511,6 +521,11 @@ END {
             v = m_cpr["sluice_lua", c] - m_cpr["sluice", c]
             row(sprintf("| Lua plugin cost (proxy CPU per request), %s | %+.2f µs | |", cs, v))
             both(sprintf("BENCH lua_plugin_cpu_us_per_req conns=%d value=%.2f", c, v))
+        }
+        if (m_rps["nginx", c] > 0 && m_rps["sluice_ai", c] > 0) {
+            v = m_rps["sluice_ai", c] / m_rps["nginx", c]
+            row(sprintf("| sluice front door (catalog + OpenAI adapter)/nginx req/s, %s | %.3f | |", cs, v))
+            both(sprintf("BENCH ratio=sluice_ai_over_nginx_rps conns=%d value=%.3f", c, v))
         }
         if (m_rps["direct", c] > 0 && m_rps["sluice", c] > 0) {
             v = m_rps["sluice", c] / m_rps["direct", c]

@@ -177,3 +177,44 @@ models:
     assert.are.equal("not_found", http.error_of(res).code)
   end)
 end)
+describe("token usage", function()
+  local mock, gw
+
+  setup(function()
+    mock = proc.mock()
+    gw = proc.gateway({
+      config = { plugin_dirs = { os.getenv("PWD") .. "/spec/fixtures/plugins" } },
+      policy = ([[
+backends:
+  oa: { provider: openai, url: "%s" }
+models:
+  m-openai: { targets: [ { backend: oa, model: gpt-4o-mini } ] }
+plugins:
+  - name: usage-log
+]]):format(mock.url) })
+  end)
+  teardown(function() proc.stop_all() end)
+
+  local function usage_lines()
+    local out = {}
+    for line in (gw:log() or ""):gmatch("[^\n]+") do
+      local p, c, src = line:match("usage prompt=(%d+) completion=(%d+) source=(%a+)")
+      if p then out[#out + 1] = { tonumber(p), tonumber(c), src } end
+    end
+    return out
+  end
+
+  it("reaches ctx.usage from the provider, whole and streamed", function()
+    post(gw.port, "/v1/chat/completions", { model = "m-openai", messages = { { role = "user", content = "hi" } } })
+    post(gw.port, "/v1/chat/completions", { model = "m-openai", stream = true,
+      messages = { { role = "user", content = "hi" } } })
+    proc.sleep(0.3)
+    local lines = usage_lines()
+    assert.are.equal(2, #lines)
+    for _, l in ipairs(lines) do
+      assert.is_true(l[1] > 0)
+      assert.are.equal(7, l[2])
+      assert.are.equal("reported", l[3])
+    end
+  end)
+end)
