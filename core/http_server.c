@@ -217,6 +217,8 @@ static int on_headers_complete(llhttp_t *p)
                                     "only Expect: 100-continue is supported");
             sl_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
             sl_http__flush(c);
+            if (c->state == ST_CLOSING) /* the write failed: gone */
+                return -1;
         }
         c->state = ST_BODY;
         start_timer(c, c->srv->st.body_timeout, body_timeout);
@@ -241,6 +243,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 static int on_message_complete(llhttp_t *p)
 {
     sl_http_conn *c = conn_of(p);
+    if (c->state == ST_CLOSING)
+        return -1;
     c->req.keep_alive = (uint8_t)llhttp_should_keep_alive(p);
     c->state = ST_HANDLING;
     sl_stream_timer_stop(&c->stream);
@@ -300,7 +304,8 @@ static size_t parse(sl_http_conn *c, const char *p, size_t n)
                 const char *stop = llhttp_get_error_pos(&c->parser);
                 done += (size_t)(stop - at);
                 c->last_byte = stop > at ? stop[-1] : c->last_byte;
-                dispatch(c);
+                if (c->state == ST_HANDLING)
+                    dispatch(c);
                 return done;
             }
             if (e != HPE_OK) {

@@ -203,11 +203,20 @@ static int secret(lua_State *L)
 /* ---- the request as Lua sees it -------------------------------------------
  */
 
+/* The request behind a handle, or a Lua error once it is over. */
+static sl_http_req *live_request(lua_State *L)
+{
+    sl_lua_reqbox *box = lua_touserdata(L, 1);
+    if (!box || lua_type(L, 1) != LUA_TUSERDATA)
+        luaL_error(L, "request handle expected");
+    if (!box->r)
+        luaL_error(L, "this request is over");
+    return box->r;
+}
+
 static int req_headers(lua_State *L)
 {
-    sl_http_req *r = lua_touserdata(L, 1);
-    if (!r)
-        return luaL_error(L, "request handle expected");
+    sl_http_req *r = live_request(L);
     lua_createtable(L, r->nheaders * 2, 0);
     char name[256];
     for (int i = 0; i < r->nheaders; i++) {
@@ -228,9 +237,7 @@ static int req_headers(lua_State *L)
 
 static int req_body(lua_State *L)
 {
-    sl_http_req *r = lua_touserdata(L, 1);
-    if (!r)
-        return luaL_error(L, "request handle expected");
+    sl_http_req *r = live_request(L);
     lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
     return 1;
 }

@@ -61,12 +61,15 @@ typedef struct sl_lua_verdict {
     int status; /* deny */
     char code[64];
     char message[512];
-    sl_buf deny_headers; /* deny: "name: value\r\n" lines */
-    char plugin[64];     /* the plugin that denied or failed */
-    int ai;              /* an AI front-door request: each attempt is
-                            prepared by a provider adapter (sl_lua_prepare)
-                            and its answer translated (body_filter) */
-    char model[128];     /* the public model, for x-sluice-model */
+    sl_buf deny_headers;       /* deny: "name: value\r\n" lines */
+    char plugin[64];           /* the plugin that denied or failed */
+    int ai;                    /* an AI front-door request: each attempt is
+                                  prepared by a provider adapter (sl_lua_prepare)
+                                  and its answer translated (body_filter) */
+    char model[128];           /* the public model, for x-sluice-model */
+    struct sl_lua_reqbox *box; /* Lua's handle on the request: cut it off
+                                  with sl_lua_request_done() */
+    int box_ref;
 } sl_lua_verdict;
 
 /* Run access then route for r. SL_LUA_RESPOND means the runtime answers
@@ -104,5 +107,9 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
                 const char *backend);
 
 void sl_lua_unref(sl_lua *lua, int ref);
+
+/* The request is over: a plugin that kept ctx.request now gets an error
+ * instead of reading freed memory. Releases v's references. */
+void sl_lua_request_done(sl_lua *lua, sl_lua_verdict *v);
 
 #endif

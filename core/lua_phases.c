@@ -71,7 +71,11 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
     v->ctx_ref = LUA_NOREF;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->fn_request);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    lua_pushlightuserdata(L, r);
+    sl_lua_reqbox *box = lua_newuserdata(L, sizeof(*box));
+    box->r = r;
+    lua_pushvalue(L, -1);
+    v->box = box;
+    v->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushstring(L, r->id);
     lua_pushlstring(L, r->method_name.p, r->method_name.n);
     lua_pushlstring(L, r->path.p, r->path.n);
@@ -137,6 +141,19 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
     }
     lua_settop(L, top);
     return 0;
+}
+
+void sl_lua_request_done(sl_lua *lua, sl_lua_verdict *v)
+{
+    if (v->box) {
+        v->box->r = NULL;
+        v->box = NULL;
+        sl_lua_unref(lua, v->box_ref);
+    }
+    if (v->ctx_ref != LUA_NOREF) {
+        sl_lua_unref(lua, v->ctx_ref);
+        v->ctx_ref = LUA_NOREF;
+    }
 }
 
 int sl_lua_prepare(sl_lua *lua, const sl_chain *c, int ctx_ref, int attempt,

@@ -30,4 +30,10 @@ struct sl_lua {
     int nsecret_env;
 };
 
+/* What Lua holds for a request: a full userdata, so its life is Lua's, and
+ * the pointer inside is cleared when the request ends. */
+typedef struct sl_lua_reqbox {
+    sl_http_req *r;
+} sl_lua_reqbox;
+
 #endif

@@ -49,6 +49,7 @@ typedef struct preq {
     sl_buf fbuf;  /* body held for filtering */
     sl_buf fhead; /* response head held until a whole body is filtered */
     sl_buf path;  /* AI requests: the adapter's path for this attempt */
+    size_t fscan; /* bytes of fbuf already searched for an event's end */
     int fstatus;
     sl_up_result res;
     sl_lua_verdict v;
@@ -294,12 +295,11 @@ static void preq_finish(preq *q, const char *error)
     sl_proxy *px = q->px;
     version *ver = q->ver;
     access_log(px->alog, q->r, q, error);
-    if (q->v.ctx_ref != LUA_NOREF) {
-        if (ver->chain.mask & SL_PHASE_LOG)
-            sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
-                       q->be ? q->be->name : NULL);
-        sl_lua_unref(px->lua, q->v.ctx_ref);
-    }
+    if (q->v.ctx_ref != LUA_NOREF && (ver->chain.mask & SL_PHASE_LOG))
+        sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
+                   q->be ? q->be->name : NULL);
+    if (ver->chain.mask)
+        sl_lua_request_done(px->lua, &q->v);
     sl_buf_release(&q->head);
     sl_buf_release(&q->path);
     sl_buf_release(&q->fbuf);
@@ -493,6 +493,7 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
 {
     preq *q = data;
     version *ver = q->ver;
+    q->res.status = status; /* for the log, whatever happens next */
     if ((ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) || q->v.ai) {
         int rc = sl_lua_upstream_response(
             q->px->lua, &ver->chain, q->v.ctx_ref, status, hdrs, n, q->be->name,
@@ -556,11 +557,20 @@ static int filter_events(preq *q, int last)
 {
     size_t off = 0;
     sl_buf *b = &q->fbuf;
+    /* Bytes before `skip` were searched on an earlier read and hold no
+     * event end (less the 3 a terminator may straddle): a backend that
+     * never ends an event must not make every read rescan the buffer. */
+    size_t skip = q->fscan > 3 ? q->fscan - 3 : 0;
     for (;;) {
         char *p = b->data + off;
         size_t left = b->len - off;
-        char *end = left ? memmem(p, left, "\n\n", 2) : NULL;
-        char *crend = left ? memmem(p, left, "\r\n\r\n", 4) : NULL;
+        if (left == 0)
+            break;
+        if (skip > left)
+            skip = left;
+        char *end = memmem(p + skip, left - skip, "\n\n", 2);
+        char *crend = memmem(p + skip, left - skip, "\r\n\r\n", 4);
+        skip = 0;
         size_t evlen;
         if (crend && (!end || crend < end))
             evlen = (size_t)(crend - p) + 4;
@@ -573,6 +583,7 @@ static int filter_events(preq *q, int last)
         off += evlen;
     }
     sl_buf_consume(b, off);
+    q->fscan = b->len;
     if (last) { /* what is left (maybe nothing), flagged as the end */
         if (filter_piece(q, b->data ? b->data : "", b->len, 1) < 0)
             return SL_EIO;
@@ -614,10 +625,13 @@ static void up_body(void *data, const char *p, size_t n)
 static void up_read_done(void *data)
 {
     preq *q = data;
-    if (!q->r->head_sent)
+    sl_http_req *r = q->r;
+    if (!r->head_sent)
         return;
-    sl_http_response_flush(q->r);
-    if (!q->paused && sl_http_write_pending(q->r) > CLIENT_HIGH_WATER) {
+    /* A failed flush closes the connection, which ends q (on_abort). */
+    if (sl_http_response_flush(r) < 0 || r->handler_data != q)
+        return;
+    if (!q->paused && sl_http_write_pending(r) > CLIENT_HIGH_WATER) {
         q->paused = 1; /* a slow client must not make us buffer the stream */
         sl_up_pause(q->x);
     }

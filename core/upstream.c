@@ -256,8 +256,8 @@ static int up_on_headers_complete(llhttp_t *p)
     int nhdrs = sl_http_head_slices(&c->head, c->hdrs);
     x->res.status = status;
     x->res.head_ns = sl_now_ns() - x->start_ns;
-    int64_t cl = -1;
-    if (x->head_request || status == 204 || status == 304)
+    int64_t cl = -1; /* for HEAD: the length a GET would have, if told */
+    if (status == 204 || status == 304)
         cl = 0;
     else if (p->flags & F_CONTENT_LENGTH)
         cl = (int64_t)p->content_length;
@@ -351,7 +351,7 @@ static void conn_on_error(sl_stream *s, int err)
         /* A close-delimited body ends here. */
         x->busy++;
         llhttp_errno_t e = llhttp_finish(&c->parser);
-        if (!x->canceled && e == HPE_OK && c->complete) {
+        if (!x->canceled && (e == HPE_OK || e == HPE_PAUSED) && c->complete) {
             c->no_reuse = 1;
             x->cbs->on_read_done(x->data);
             if (!x->canceled)
@@ -571,16 +571,22 @@ int sl_up_start(sl_up *u, const sl_backend *be, const uv_buf_t *req,
     return start_new_conn(x);
 }
 
+/* While the client is the slow side, the backend's idle deadline does not
+ * run: it would blame the backend for the client's pace. */
 void sl_up_pause(sl_up_exchange *x)
 {
-    if (x->conn)
+    if (x->conn) {
         sl_stream_read_stop(&x->conn->stream);
+        sl_stream_timer_stop(&x->conn->stream);
+    }
 }
 
 void sl_up_resume(sl_up_exchange *x)
 {
-    if (x->conn)
+    if (x->conn) {
+        sl_stream_timer(&x->conn->stream, x->be->idle_timeout, timeout_cb);
         sl_stream_read_start(&x->conn->stream);
+    }
 }
 
 void sl_up_cancel(sl_up_exchange *x)

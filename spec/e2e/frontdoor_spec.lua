@@ -183,7 +183,7 @@ describe("token usage", function()
   setup(function()
     mock = proc.mock()
     gw = proc.gateway({
-      config = { plugin_dirs = { os.getenv("PWD") .. "/spec/fixtures/plugins" } },
+      config = { plugin_dirs = { io.popen("pwd"):read("*l") .. "/spec/fixtures/plugins" } },
       policy = ([[
 backends:
   oa: { provider: openai, url: "%s" }

@@ -286,3 +286,30 @@ return p
     end)
   end)
 end)
+
+describe("a plugin that keeps ctx.request past its request", function()
+  teardown(function() proc.stop_all() end)
+
+  it("gets an error, not the memory of a finished request", function()
+    local mock = proc.mock()
+    local gw = proc.gateway({
+      config = { plugin_dirs = { io.popen("pwd"):read("*l") .. "/spec/fixtures/plugins" } },
+      policy = table.concat({
+        "backends:",
+        "  mock: { provider: openai, url: '" .. mock.url .. "' }",
+        "plugins:",
+        "  - name: stash",
+        "",
+      }, "\n"),
+    })
+    local first = assert(http.chat(gw.port))
+    assert.are.equal(200, first.status)
+    -- a new connection: the first one's memory is gone
+    local second = assert(http.chat(gw.port))
+    assert.are.equal(500, second.status)
+    assert.are.equal("plugin_error", http.error_of(second).code)
+    assert.matches("this request is over", gw:log(), 1, true)
+    local third = assert(http.chat(gw.port))
+    assert.are.equal(500, third.status) -- and the worker is still serving
+  end)
+end)
