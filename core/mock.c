@@ -43,6 +43,7 @@ enum {
     FAULT_RESET_MID,
     FAULT_GARBAGE,
     FAULT_GARBAGE_BODY,
+    FAULT_CLOSE_DELIMITED,
     FAULT_HANG
 };
 
@@ -72,6 +73,8 @@ static int parse_fault(const char *s, size_t n)
         return FAULT_GARBAGE;
     if (sl_ieq(s, n, "garbage-body"))
         return FAULT_GARBAGE_BODY;
+    if (sl_ieq(s, n, "close-delimited"))
+        return FAULT_CLOSE_DELIMITED;
     if (sl_ieq(s, n, "hang"))
         return FAULT_HANG;
     return FAULT_NONE;
@@ -302,6 +305,20 @@ static int respond(mreq *q)
         q->r = NULL;
         sl_mock_send_garbage_body(r, q->call.api);
         return 1;
+    case FAULT_CLOSE_DELIMITED: {
+        /* No length, no chunks: the body ends when the connection does
+         * (RFC 9112 §6.3, the last rule). */
+        static const char ans[] =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            "connection: close\r\n\r\n{\"id\":\"chatcmpl-mock\",\"object\":"
+            "\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{"
+            "\"role\":\"assistant\",\"content\":\"until close\"},"
+            "\"finish_reason\":\"stop\"}]}";
+        sl_http_response_raw(r, ans, sizeof(ans) - 1);
+        q->r = NULL;
+        sl_http_response_abort(r);
+        return 1;
+    }
     case FAULT_HANG:
         return 0; /* until the client gives up */
     }
@@ -634,7 +651,8 @@ static void on_request(sl_http_req *r, void *data)
     int needs_timer =
         delay > 0 || t.fault == FAULT_HANG ||
         (streams && t.chunk_delay > 0 && !t.status && t.fault != FAULT_RESET &&
-         t.fault != FAULT_GARBAGE && t.fault != FAULT_GARBAGE_BODY);
+         t.fault != FAULT_GARBAGE && t.fault != FAULT_GARBAGE_BODY &&
+         t.fault != FAULT_CLOSE_DELIMITED);
     if (!needs_timer) { /* the fast path: answer now, allocate nothing */
         respond(&t);
         return;
