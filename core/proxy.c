@@ -1,206 +1,14 @@
-/* proxy.c — forward one client request to one backend and stream the
- * answer back (see proxy.h).
- *
- * Headers cross the proxy by rule, not by accident: hop-by-hop headers
- * (RFC 9110 §7.6.1) and those the client names in Connection stay behind,
- * the client's credentials never travel upstream (backends get theirs from
- * policy), and framing is recomputed on each side. */
-#include "proxy.h"
+/* proxy.c — the request path of a gateway worker (see proxy.h): the
+ * policy phases, the attempts toward targets, the answer streamed back
+ * (filtered or translated when the chain or the front door asks), and the
+ * access log. What goes upstream is built in proxy_head.c. */
+#include "proxy_req.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CLIENT_HIGH_WATER (256 * 1024) /* pause the backend above this */
-#define FILTER_MAX_BODY (64u << 20)    /* whole bodies held for a filter */
-
-/* A policy version as this worker runs it: the C policy and its chain
- * compiled in the worker's Lua state. Requests hold a reference, so a
- * reload never changes the rules under a request in flight. */
-typedef struct version {
-    int refs;
-    sl_policy *policy;
-    sl_chain chain;
-} version;
-
-struct sl_proxy {
-    sl_up *up;
-    sl_accesslog *alog;
-    sl_lua *lua;
-    version *cur;
-    sl_pool preqs; /* per-request state blocks */
-};
-
-enum { FILTER_NONE, FILTER_WHOLE, FILTER_SSE };
-
-typedef struct preq {
-    sl_proxy *px;
-    sl_http_req *r;
-    version *ver;
-    const sl_backend *be;
-    int targets[SL_LUA_MAX_TARGETS];
-    int ntargets;
-    int attempt;
-    sl_up_exchange *x;
-    sl_buf head; /* the request head as sent upstream */
-    uv_buf_t bufs[2];
-    int paused;
-    int filter;   /* FILTER_* for this response */
-    sl_buf fbuf;  /* body held for filtering */
-    sl_buf fhead; /* response head held until a whole body is filtered */
-    sl_buf path;  /* AI requests: the adapter's path for this attempt */
-    size_t fscan; /* bytes of fbuf already searched for an event's end */
-    int fstatus;
-    sl_up_result res;
-    sl_lua_verdict v;
-} preq;
-
-/* ---- header rules ------------------------------------------------------- */
-
-static int is_hop_by_hop(const sl_str *n)
-{
-    switch (n->n) {
-    case 2:
-        return sl_ieq(n->p, 2, "te");
-    case 7:
-        return sl_ieq(n->p, 7, "trailer") || sl_ieq(n->p, 7, "upgrade");
-    case 10:
-        return sl_ieq(n->p, 10, "connection") || sl_ieq(n->p, 10, "keep-alive");
-    case 14:
-        return sl_ieq(n->p, 14, "content-length");
-    case 16:
-        return sl_ieq(n->p, 16, "proxy-connection");
-    case 17:
-        return sl_ieq(n->p, 17, "transfer-encoding");
-    }
-    return 0;
-}
-
-/* Request headers the gateway consumes or sets itself. */
-static int is_gateway_request_header(const sl_str *n)
-{
-    switch (n->n) {
-    case 4:
-        return sl_ieq(n->p, 4, "host");
-    case 6:
-        return sl_ieq(n->p, 6, "expect");
-    case 7:
-        return sl_ieq(n->p, 7, "api-key");
-    case 9:
-        return sl_ieq(n->p, 9, "x-api-key");
-    case 12:
-        return sl_ieq(n->p, 12, "x-request-id");
-    case 14:
-        return sl_ieq(n->p, 14, "x-goog-api-key");
-    case 13:
-        return sl_ieq(n->p, 13, "authorization");
-    case 19:
-        return sl_ieq(n->p, 19, "proxy-authorization");
-    }
-    return 0;
-}
-
-/* Is `name` one of the comma-separated tokens of a Connection value? */
-static int listed_in_connection(const sl_str *conn, const sl_str *name)
-{
-    const char *p = conn->p, *end = conn->p + conn->n;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *t = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-            p++;
-        if ((size_t)(p - t) == name->n && strncasecmp(t, name->p, name->n) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Headers as a plugin left them: "name: value\r\n" lines into hdrs. */
-static int parse_lines(const sl_buf *b, sl_http_hdr *hdrs, int max)
-{
-    int n = 0;
-    const char *p = b->data, *end = b->data + b->len;
-    while (p < end && n < max) {
-        const char *eol = memchr(p, '\r', (size_t)(end - p));
-        const char *colon = memchr(p, ':', (size_t)(end - p));
-        if (!eol || !colon || colon > eol)
-            break;
-        hdrs[n].name = (sl_str){p, (size_t)(colon - p)};
-        hdrs[n].value = (sl_str){colon + 2, (size_t)(eol - colon - 2)};
-        n++;
-        p = eol + 2;
-    }
-    return n;
-}
-
-static int build_upstream_head(preq *q)
-{
-    sl_http_req *r = q->r;
-    const sl_backend *be = q->be;
-    sl_buf *h = &q->head;
-    const sl_buf *body = q->v.body_changed ? &q->v.body : &r->body;
-    sl_http_hdr edited[256];
-    const sl_http_hdr *hdrs = r->headers;
-    int nhdrs = r->nheaders;
-    if (q->v.headers_changed) {
-        nhdrs = parse_lines(&q->v.headers, edited, 256);
-        hdrs = edited;
-    }
-    const sl_str *conn = NULL;
-    for (int i = 0; i < nhdrs; i++)
-        if (sl_ieq(hdrs[i].name.p, hdrs[i].name.n, "connection"))
-            conn = &hdrs[i].value;
-    h->len = 0;
-    int rc = 0;
-    rc |= sl_buf_append(h, r->method_name.p, r->method_name.n);
-    rc |= sl_buf_append(h, " ", 1);
-    rc |= sl_buf_puts(h, be->path_prefix);
-    if (q->v.ai)
-        rc |= sl_buf_append(h, q->path.data, q->path.len);
-    else
-        rc |= sl_buf_append(h, r->url.p, r->url.n);
-    rc |= sl_buf_puts(h, " HTTP/1.1\r\nhost: ");
-    rc |= sl_buf_puts(h, be->host_header);
-    rc |= sl_buf_puts(h, "\r\n");
-    for (int i = 0; i < nhdrs; i++) {
-        const sl_http_hdr *hd = &hdrs[i];
-        if (is_hop_by_hop(&hd->name) || is_gateway_request_header(&hd->name) ||
-            (conn && listed_in_connection(conn, &hd->name)))
-            continue;
-        rc |= sl_buf_append(h, hd->name.p, hd->name.n);
-        rc |= sl_buf_append(h, ": ", 2);
-        rc |= sl_buf_append(h, hd->value.p, hd->value.n);
-        rc |= sl_buf_append(h, "\r\n", 2);
-    }
-    if (body->len > 0 || r->method == HTTP_POST || r->method == HTTP_PUT ||
-        r->method == HTTP_PATCH) {
-        rc |= sl_buf_puts(h, "content-length: ");
-        rc |= sl_buf_append_u64(h, body->len);
-        rc |= sl_buf_puts(h, "\r\n");
-    }
-    if (be->credential) {
-        /* The backend's own credential, from policy; the client's never
-         * travels upstream. */
-        const char *name = "authorization: Bearer ";
-        if (strcmp(be->provider, "azure") == 0)
-            name = "api-key: ";
-        else if (strcmp(be->provider, "anthropic") == 0)
-            name = "x-api-key: ";
-        else if (strcmp(be->provider, "gemini") == 0)
-            name = "x-goog-api-key: ";
-        rc |= sl_buf_puts(h, name);
-        rc |= sl_buf_puts(h, be->credential);
-        rc |= sl_buf_puts(h, "\r\n");
-    }
-    rc |= sl_buf_puts(h, "x-request-id: ");
-    rc |= sl_buf_puts(h, r->id);
-    rc |= sl_buf_puts(h, "\r\n\r\n");
-    return rc ? SL_ENOMEM : 0;
-}
-
-/* ---- access log -----------------------------------------------------------
- */
+/* ---- access log ----------------------------------------------------- */
 
 static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
                        const char *error)
@@ -397,9 +205,9 @@ static void answer_deny(preq *q)
     sl_http_response_begin(r, v->status);
     sl_http_response_header(r, "content-type", 12, "application/json", 16);
     sl_http_hdr extra[32];
-    int n = parse_lines(&v->deny_headers, extra, 32);
+    int n = sl_proxy__parse_lines(&v->deny_headers, extra, 32);
     for (int i = 0; i < n; i++)
-        if (!is_hop_by_hop(&extra[i].name))
+        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
             sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
                                     extra[i].value.p, extra[i].value.n);
     sl_http_response_head_end(r, bl);
@@ -416,9 +224,9 @@ static void answer_respond(preq *q)
     sl_http_response_begin(r, v->status);
     sl_http_response_header(r, "content-type", 12, "application/json", 16);
     sl_http_hdr extra[32];
-    int n = parse_lines(&v->deny_headers, extra, 32);
+    int n = sl_proxy__parse_lines(&v->deny_headers, extra, 32);
     for (int i = 0; i < n; i++)
-        if (!is_hop_by_hop(&extra[i].name))
+        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
             sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
                                     extra[i].value.p, extra[i].value.n);
     sl_http_response_head_end(r, (int64_t)v->body.len);
@@ -448,7 +256,7 @@ static int start_attempt(preq *q)
             return 1;
         }
     }
-    if (build_upstream_head(q) < 0)
+    if (sl_proxy__build_head(q) < 0)
         return SL_ENOMEM;
     const sl_buf *body = q->v.body_changed ? &q->v.body : &r->body;
     q->bufs[0] = uv_buf_init(q->head.data, (unsigned)q->head.len);
@@ -465,7 +273,7 @@ static void write_head(preq *q, int status, const sl_http_hdr *hdrs, int n,
     sl_http_response_begin(r, status);
     for (int i = 0; i < n; i++) {
         const sl_http_hdr *h = &hdrs[i];
-        if (is_hop_by_hop(&h->name) ||
+        if (sl_proxy__is_hop_by_hop(&h->name) ||
             (h->name.n == 12 && sl_ieq(h->name.p, 12, "x-request-id")))
             continue;
         sl_http_response_header(r, h->name.p, h->name.n, h->value.p,
@@ -527,7 +335,7 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
             q->filter = FILTER_WHOLE;
             q->fstatus = status;
             for (int i = 0; i < n; i++) {
-                if (is_hop_by_hop(&hdrs[i].name))
+                if (sl_proxy__is_hop_by_hop(&hdrs[i].name))
                     continue;
                 sl_buf_append(&q->fhead, hdrs[i].name.p, hdrs[i].name.n);
                 sl_buf_append(&q->fhead, ": ", 2);
@@ -648,7 +456,7 @@ static int finish_whole(preq *q)
                            &out, &outlen, &q->v) < 0)
         return SL_EIO;
     sl_http_hdr hdrs[256];
-    int n = parse_lines(&q->fhead, hdrs, 256);
+    int n = sl_proxy__parse_lines(&q->fhead, hdrs, 256);
     write_head(q, q->v.status > 0 ? q->v.status : q->fstatus, hdrs, n,
                (int64_t)outlen);
     sl_http_response_body(q->r, out, outlen);
