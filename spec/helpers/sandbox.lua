@@ -116,6 +116,17 @@ end
 
 function H.dir() return dir end
 
+-- An it() that also checks the runtime afterwards; busted's `it` lives in
+-- the spec file's environment, so the file passes it in.
+function H.attempter(it)
+  return function(desc, fn)
+    it(desc, function()
+      fn()
+      assert_runtime_works()
+    end)
+  end
+end
+
 H.source, H.compile, H.attack, H.child_spec = source, compile, attack, child_spec
 H.assert_error, H.assert_runtime_works = assert_error, assert_runtime_works
 return H

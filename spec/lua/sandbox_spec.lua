@@ -14,15 +14,7 @@ local socket = require "socket"
 local H = require "spec.helpers.sandbox"
 local source, compile, attack, child_spec = H.source, H.compile, H.attack, H.child_spec
 local assert_error, assert_runtime_works = H.assert_error, H.assert_runtime_works
-
--- it() that also checks the runtime afterwards (busted's `it` lives in
--- the spec file's environment, so this stays here).
-local function attempt(desc, fn)
-  it(desc, function()
-    fn()
-    assert_runtime_works()
-  end)
-end
+local attempt = H.attempter(it)
 
 describe("the plugin sandbox", function()
   setup(H.setup)

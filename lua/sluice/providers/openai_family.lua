@@ -116,13 +116,21 @@ function M.new(spec)
     }
   end
 
-  function P.chat_response(status, body, target)
+  -- A success body as a table carrying the public model name, or nil and
+  -- the gateway error for an answer that is not JSON.
+  local function answer_of(body, target)
     local doc = common.decode(body)
     if type(doc) ~= "table" then
       return nil, { status = 502, code = "upstream_invalid_response",
                     message = "the " .. name .. " backend sent a response that is not JSON" }
     end
     if target and target.public_model then doc.model = target.public_model end
+    return doc
+  end
+
+  function P.chat_response(status, body, target)
+    local doc, err = answer_of(body, target)
+    if not doc then return nil, err end
     local u = val(doc.usage)
     if type(u) == "table" then return doc, usage_of(u, "reported") end
     return doc, common.usage(target and target.prompt_tokens_estimate or 0,
@@ -221,12 +229,8 @@ function M.new(spec)
   end
 
   function P.embeddings_response(status, body, target)
-    local doc = common.decode(body)
-    if type(doc) ~= "table" then
-      return nil, { status = 502, code = "upstream_invalid_response",
-                    message = "the " .. name .. " backend sent a response that is not JSON" }
-    end
-    if target and target.public_model then doc.model = target.public_model end
+    local doc, err = answer_of(body, target)
+    if not doc then return nil, err end
     local u = val(doc.usage)
     if type(u) == "table" then
       local p = val(u.prompt_tokens)
