@@ -187,9 +187,29 @@ static void answer_plugin_error(preq *q)
     sl_http_send_error(r, 500, "server_error", "plugin_error", msg);
 }
 
-static void answer_deny(preq *q)
+/* A JSON answer the gateway writes itself (a denial, or the runtime's own
+ * answer such as the model list), with the headers the verdict carries. */
+static void answer_json(preq *q, const char *body, size_t len,
+                        const char *log_error)
 {
     sl_http_req *r = q->r;
+    sl_lua_verdict *v = &q->v;
+    sl_http_response_begin(r, v->status);
+    sl_http_response_header(r, "content-type", 12, "application/json", 16);
+    sl_http_hdr extra[32];
+    int n = sl_proxy__parse_lines(&v->deny_headers, extra, 32);
+    for (int i = 0; i < n; i++)
+        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
+            sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
+                                    extra[i].value.p, extra[i].value.n);
+    sl_http_response_head_end(r, (int64_t)len);
+    sl_http_response_body(r, body, len);
+    preq_finish(q, log_error);
+    sl_http_response_end(r);
+}
+
+static void answer_deny(preq *q)
+{
     sl_lua_verdict *v = &q->v;
     char body[1100], esc[600], code[140];
     size_t el =
@@ -202,37 +222,13 @@ static void answer_deny(preq *q)
                       "{\"error\":{\"message\":\"%.*s\",\"type\":\"%s\","
                       "\"code\":\"%.*s\"}}\n",
                       (int)el, esc, type, (int)cl, code);
-    sl_http_response_begin(r, v->status);
-    sl_http_response_header(r, "content-type", 12, "application/json", 16);
-    sl_http_hdr extra[32];
-    int n = sl_proxy__parse_lines(&v->deny_headers, extra, 32);
-    for (int i = 0; i < n; i++)
-        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
-            sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
-                                    extra[i].value.p, extra[i].value.n);
-    sl_http_response_head_end(r, bl);
-    sl_http_response_body(r, body, (size_t)bl);
-    preq_finish(q, "denied by policy");
-    sl_http_response_end(r);
+    answer_json(q, body, (size_t)bl, "denied by policy");
 }
 
 /* The runtime answers itself (a model list, say): status and JSON body. */
 static void answer_respond(preq *q)
 {
-    sl_http_req *r = q->r;
-    sl_lua_verdict *v = &q->v;
-    sl_http_response_begin(r, v->status);
-    sl_http_response_header(r, "content-type", 12, "application/json", 16);
-    sl_http_hdr extra[32];
-    int n = sl_proxy__parse_lines(&v->deny_headers, extra, 32);
-    for (int i = 0; i < n; i++)
-        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
-            sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
-                                    extra[i].value.p, extra[i].value.n);
-    sl_http_response_head_end(r, (int64_t)v->body.len);
-    sl_http_response_body(r, v->body.data ? v->body.data : "", v->body.len);
-    preq_finish(q, NULL);
-    sl_http_response_end(r);
+    answer_json(q, q->v.body.data ? q->v.body.data : "", q->v.body.len, NULL);
 }
 
 static const sl_up_cbs up_cbs;

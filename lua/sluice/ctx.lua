@@ -278,4 +278,11 @@ end
 
 function M.request_state(st) return st end
 
+-- The request's headers as the runtime will send them (map and order),
+-- loaded from the source if no plugin asked for them yet.
+function M.headers_of(st)
+  load_headers(st)
+  return st.hmap, st.horder
+end
+
 return M

@@ -10,6 +10,7 @@
 -- served them.
 local M = {}
 
+local ctxmod = require "sluice.ctx"
 local json
 local type, pairs, ipairs, tostring, error, require, pcall =
   type, pairs, ipairs, tostring, error, require, pcall
@@ -253,10 +254,9 @@ function M.prepare(chain, st, n, name)
   end
   -- the client's own headers travel too (plugin edits included), unless
   -- the adapter set them or they belong to another API
-  local rs = st
-  if not rs.hmap then st.request:header("x") end -- loads them
-  for _, k in ipairs(rs.horder or {}) do
-    local v = rs.hmap[k]
+  local hmap, horder = ctxmod.headers_of(st)
+  for _, k in ipairs(horder) do
+    local v = hmap[k]
     if v and not seen[k] and not DROP[k] and k ~= "content-type" then
       flat[#flat + 1] = k
       flat[#flat + 1] = v

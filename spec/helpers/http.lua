@@ -146,6 +146,23 @@ end
 -- Read the body of res incrementally, calling on_data(bytes, time) for
 -- every piece as it arrives. Sets res.body, res.complete (the framing said
 -- the body ended) and res.err ("closed", "timeout", "bad chunk").
+-- Hand `n` body bytes to got(); returns how many never arrived (setting
+-- res.err), 0 when all did.
+local function read_exact(self, n, deadline, got, res)
+  local left = n
+  while left > 0 do
+    if #self.buf == 0 then
+      local ok, err = self:fill(math.max(0, deadline - socket.gettime()))
+      if not ok then res.err = err; break end
+    end
+    local k = math.min(left, #self.buf)
+    got(self.buf:sub(1, k))
+    self.buf = self.buf:sub(k + 1)
+    left = left - k
+  end
+  return left
+end
+
 function Conn:read_body(res, opts)
   opts = opts or {}
   local deadline = socket.gettime() + (opts.timeout or self.timeout)
@@ -161,18 +178,8 @@ function Conn:read_body(res, opts)
   if mode == "none" then
     res.complete = true
   elseif mode == "length" then
-    local left = tonumber(res.headers["content-length"])
-    while left > 0 do
-      if #self.buf == 0 then
-        local ok, err = self:fill(math.max(0, deadline - socket.gettime()))
-        if not ok then res.err = err; break end
-      end
-      local n = math.min(left, #self.buf)
-      got(self.buf:sub(1, n))
-      self.buf = self.buf:sub(n + 1)
-      left = left - n
-    end
-    res.complete = left == 0
+    res.complete = read_exact(self, tonumber(res.headers["content-length"]),
+      deadline, got, res) == 0
   elseif mode == "chunked" then
     while true do
       local line, err = self:take_until("\r\n", deadline)
@@ -190,18 +197,7 @@ function Conn:read_body(res, opts)
         res.complete = ok
         break
       end
-      local left = size
-      while left > 0 do
-        if #self.buf == 0 then
-          local ok, e = self:fill(math.max(0, deadline - socket.gettime()))
-          if not ok then res.err = e; break end
-        end
-        local n = math.min(left, #self.buf)
-        got(self.buf:sub(1, n))
-        self.buf = self.buf:sub(n + 1)
-        left = left - n
-      end
-      if left > 0 then break end
+      if read_exact(self, size, deadline, got, res) > 0 then break end
       local crlf, e3 = self:take(2, deadline)
       if crlf ~= "\r\n" then res.err = e3 or "bad chunk"; break end
     end
