@@ -61,7 +61,8 @@ typedef struct sl_lua_verdict {
     int status; /* deny */
     char code[64];
     char message[512];
-    sl_buf deny_headers;       /* deny: "name: value\r\n" lines */
+    sl_buf resp_headers;       /* for the client's answer, served or not:
+                                  "name: value\r\n" lines */
     char plugin[64];           /* the plugin that denied or failed */
     int ai;                    /* an AI front-door request: each attempt is
                                   prepared by a provider adapter (sl_lua_prepare)
@@ -73,7 +74,7 @@ typedef struct sl_lua_verdict {
 } sl_lua_verdict;
 
 /* Run access then route for r. SL_LUA_RESPOND means the runtime answers
- * itself (status, body, deny_headers) without a backend. */
+ * itself (status, body, resp_headers) without a backend. */
 int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
                    const char *version, sl_lua_verdict *v);
 
@@ -102,9 +103,11 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
                        const char *data, size_t len, int last, const char **out,
                        size_t *outlen, sl_lua_verdict *v);
 
-/* The request is over: run the log phase with a few facts about it. */
+/* The request is over: run the log phase with a few facts about it, and
+ * append to `record` what the policy adds to its audit record (JSON
+ * members, each with a leading comma; nothing when there is nothing). */
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
-                const char *backend);
+                const char *backend, sl_buf *record);
 
 void sl_lua_unref(sl_lua *lua, int ref);
 

@@ -118,6 +118,9 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
             v->ai = 1;
             copy_str(v->model, sizeof(v->model), L, base + 5);
         }
+        if (lua_istable(L, base + 6) &&
+            flat_to_lines(L, base + 6, &v->resp_headers) < 0)
+            verdict_error(v, "runtime", "a plugin set an invalid header");
     } else if (action && strcmp(action, "respond") == 0) {
         size_t n;
         const char *b = lua_tolstring(L, base + 3, &n);
@@ -127,14 +130,14 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
         if (b)
             sl_buf_append(&v->body, b, n);
         if (lua_istable(L, base + 4))
-            flat_to_lines(L, base + 4, &v->deny_headers);
+            flat_to_lines(L, base + 4, &v->resp_headers);
     } else if (action && strcmp(action, "deny") == 0) {
         v->action = SL_LUA_DENY;
         v->status = (int)lua_tointeger(L, base + 2);
         copy_str(v->code, sizeof(v->code), L, base + 3);
         copy_str(v->message, sizeof(v->message), L, base + 4);
         if (lua_istable(L, base + 5))
-            flat_to_lines(L, base + 5, &v->deny_headers);
+            flat_to_lines(L, base + 5, &v->resp_headers);
         copy_str(v->plugin, sizeof(v->plugin), L, base + 6);
     } else {
         verdict_error(v, lua_tostring(L, base + 2), lua_tostring(L, base + 3));
@@ -286,7 +289,7 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
 }
 
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
-                const char *backend)
+                const char *backend, sl_buf *record)
 {
     lua_State *L = lua->L;
     int top = lua_gettop(L);
@@ -300,7 +303,12 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
         lua_pushstring(L, backend);
         lua_setfield(L, -2, "backend");
     }
-    if (lua_pcall(L, 3, 0, 0) != 0)
+    if (lua_pcall(L, 3, 1, 0) != 0) {
         sl_log_error("log phase failed: %s", lua_tostring(L, -1));
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        sl_buf_append(record, s, n);
+    }
     lua_settop(L, top);
 }

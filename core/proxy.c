@@ -11,7 +11,7 @@
 /* ---- access log ----------------------------------------------------- */
 
 static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
-                       const char *error)
+                       const char *error, const sl_buf *policy)
 {
     sl_buf *b = sl_access_line(alog);
     if (!b)
@@ -53,6 +53,8 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
     }
     if (error)
         sl_buf_printf(b, ",\"error\":\"%s\"", error);
+    if (policy && policy->len)
+        sl_buf_append(b, policy->data, policy->len);
     sl_buf_puts(b, "}\n");
     sl_access_commit(alog);
 }
@@ -102,10 +104,13 @@ static void preq_finish(preq *q, const char *error)
 {
     sl_proxy *px = q->px;
     version *ver = q->ver;
-    access_log(px->alog, q->r, q, error);
-    if (q->v.ctx_ref != LUA_NOREF && (ver->chain.mask & SL_PHASE_LOG))
+    /* The log phase first: what the policy adds to the record goes into
+     * the filter buffer, which nothing needs any more. */
+    q->fbuf.len = 0;
+    if (q->v.ctx_ref != LUA_NOREF)
         sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
-                   q->be ? q->be->name : NULL);
+                   q->be ? q->be->name : NULL, &q->fbuf);
+    access_log(px->alog, q->r, q, error, &q->fbuf);
     if (ver->chain.mask)
         sl_lua_request_done(px->lua, &q->v);
     sl_buf_release(&q->head);
@@ -114,7 +119,7 @@ static void preq_finish(preq *q, const char *error)
     sl_buf_release(&q->fhead);
     sl_buf_release(&q->v.headers);
     sl_buf_release(&q->v.body);
-    sl_buf_release(&q->v.deny_headers);
+    sl_buf_release(&q->v.resp_headers);
     q->r->handler_data = NULL;
     version_unref(px, ver);
     sl_pool_put(&px->preqs, q);
@@ -189,19 +194,23 @@ static void answer_plugin_error(preq *q)
 
 /* A JSON answer the gateway writes itself (a denial, or the runtime's own
  * answer such as the model list), with the headers the verdict carries. */
+static void add_policy_headers(preq *q)
+{
+    sl_http_hdr extra[32];
+    int n = sl_proxy__parse_lines(&q->v.resp_headers, extra, 32);
+    for (int i = 0; i < n; i++)
+        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
+            sl_http_response_header(q->r, extra[i].name.p, extra[i].name.n,
+                                    extra[i].value.p, extra[i].value.n);
+}
+
 static void answer_json(preq *q, const char *body, size_t len,
                         const char *log_error)
 {
     sl_http_req *r = q->r;
-    sl_lua_verdict *v = &q->v;
-    sl_http_response_begin(r, v->status);
+    sl_http_response_begin(r, q->v.status);
     sl_http_response_header(r, "content-type", 12, "application/json", 16);
-    sl_http_hdr extra[32];
-    int n = sl_proxy__parse_lines(&v->deny_headers, extra, 32);
-    for (int i = 0; i < n; i++)
-        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
-            sl_http_response_header(r, extra[i].name.p, extra[i].name.n,
-                                    extra[i].value.p, extra[i].value.n);
+    add_policy_headers(q);
     sl_http_response_head_end(r, (int64_t)len);
     sl_http_response_body(r, body, len);
     preq_finish(q, log_error);
@@ -275,6 +284,7 @@ static void write_head(preq *q, int status, const sl_http_hdr *hdrs, int n,
         sl_http_response_header(r, h->name.p, h->name.n, h->value.p,
                                 h->value.n);
     }
+    add_policy_headers(q);
     sl_http_response_header(r, "x-sluice-backend", 16, q->be->name,
                             strlen(q->be->name));
     if (q->v.model[0])
@@ -533,7 +543,7 @@ static void on_request(sl_http_req *r, void *data)
     version *ver = px->cur;
     if (!ver) {
         r->status = 503;
-        access_log(px->alog, r, NULL, "no policy");
+        access_log(px->alog, r, NULL, "no policy", NULL);
         sl_http_send_error(r, 503, "server_error", "no_policy",
                            "no policy is loaded");
         return;
@@ -556,7 +566,7 @@ static void on_request(sl_http_req *r, void *data)
     sl_buf_init(&q->path, NULL);
     sl_buf_init(&q->v.headers, NULL);
     sl_buf_init(&q->v.body, NULL);
-    sl_buf_init(&q->v.deny_headers, NULL);
+    sl_buf_init(&q->v.resp_headers, NULL);
     r->handler_data = q;
     if (ver->chain.mask) {
         sl_lua_request(px->lua, &ver->chain, r, ver->policy->version, &q->v);
@@ -620,7 +630,7 @@ static void on_drain(sl_http_req *r, void *data)
 static void on_rejected(sl_http_req *r, const char *code, void *data)
 {
     sl_proxy *px = data;
-    access_log(px->alog, r, NULL, code);
+    access_log(px->alog, r, NULL, code, NULL);
 }
 
 sl_proxy *sl_proxy_new(sl_up *up, sl_accesslog *alog, sl_lua *lua)

@@ -37,7 +37,9 @@ end
 local function plain_copy(v, depth)
   local tv = type(v)
   if tv == "string" or tv == "number" or tv == "boolean" or v == nil then return v end
-  if tv ~= "table" or getmetatable(v) ~= nil or depth > 16 then
+  local mt = tv == "table" and getmetatable(v)
+  -- decoded JSON carries sluice.json's (locked) array/object markers
+  if tv ~= "table" or (mt and mt ~= "array_mt" and mt ~= "object_mt") or depth > 16 then
     error("only plain data (strings, numbers, booleans, tables) may be stored here", 3)
   end
   local c = {}
@@ -203,7 +205,43 @@ function ctx_methods.deny(self, status, code, message, headers)
   if type(message) ~= "string" then error("ctx:deny message must be a string", 2) end
   st.deny = { status = status, code = code, message = message:sub(1, 500),
               headers = flat, plugin = e.name }
+  M.decide(st, e.name, "deny", st.deny.message, code)
   return true
+end
+
+-- A plugin's decision on this request, for the audit record.
+function M.decide(st, plugin, outcome, reason, code)
+  local list = st.decisions
+  if not list then list = {}; st.decisions = list end
+  list[#list + 1] = { plugin = plugin, outcome = outcome, reason = reason, code = code }
+end
+
+local OUTCOMES = { allow = true, deny = true, modify = true, flag = true, warn = true }
+
+function ctx_methods.decision(self, outcome, reason)
+  if not OUTCOMES[outcome] then
+    error("ctx:decision outcome must be allow, deny, modify, flag or warn", 2)
+  end
+  if reason ~= nil and type(reason) ~= "string" then
+    error("ctx:decision reason must be a string", 2)
+  end
+  M.decide(self[PRIV], self[ENTRY].name, outcome, reason and reason:sub(1, 500))
+end
+
+-- A header on the answer to the client, served or denied.
+function ctx_methods.set_response_header(self, name, value)
+  if not valid_name(name) then error("invalid header name", 2) end
+  if type(value) == "number" then value = tostring(value) end
+  if not valid_value(value) then error("invalid value for header " .. name, 2) end
+  local st = self[PRIV]
+  local list = st.resp_headers
+  if not list then list = {}; st.resp_headers = list end
+  name = lower(name)
+  for i = 1, #list, 2 do
+    if list[i] == name then list[i + 1] = value; return end
+  end
+  list[#list + 1] = name
+  list[#list + 1] = value
 end
 
 function ctx_methods.annotate(self, key, value)
@@ -214,10 +252,23 @@ function ctx_methods.annotate(self, key, value)
                         value = plain_copy(value, 0) }
 end
 
+-- targets: backend names, or { backend = name, model = provider_model }.
 function ctx_methods.set_targets(self, targets)
   if type(targets) ~= "table" then error("set_targets wants a list of backend names", 2) end
   local st = self[PRIV]
-  st.targets, st.targets_by = plain_copy(targets, 0), self[ENTRY].name
+  local list = plain_copy(targets, 0)
+  for i = 1, #list do
+    local t = list[i]
+    if type(t) == "string" then
+      list[i] = { backend = t }
+    elseif type(t) ~= "table" or type(t.backend) ~= "string" then
+      error("set_targets: target " .. i .. " must be a backend name or { backend = name }", 2)
+    elseif t.model ~= nil and type(t.model) ~= "string" then
+      error("set_targets: target " .. i .. ".model must be a string", 2)
+    end
+  end
+  st.targets, st.targets_by = list, self[ENTRY].name
+  if M.on_targets then M.on_targets(st, list) end
 end
 
 local ctx_fields = {
@@ -231,7 +282,11 @@ local ctx_fields = {
     return v
   end,
   consumer = function(st) return st.consumer end,
-  route = function(st) return st.route end,
+  route = function(st)
+    -- a request outside the catalog goes to the default backend: say so
+    if not st.route and M.default_route then st.route = M.default_route(st) end
+    return st.route
+  end,
   response = function(st) return st.response end,
   usage = function(st)
     local u = st.usage
@@ -239,6 +294,7 @@ local ctx_fields = {
     return u
   end,
   policy_version = function(st) return st.version end,
+  model = function(st) return st.model end,
 }
 
 local ctx_mt = {

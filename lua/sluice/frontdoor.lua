@@ -11,6 +11,7 @@
 local M = {}
 
 local ctxmod = require "sluice.ctx"
+local schema = require "sluice.schema"
 local json
 local type, pairs, ipairs, tostring, error, require, pcall =
   type, pairs, ipairs, tostring, error, require, pcall
@@ -55,9 +56,16 @@ end
 --   NAME:
 --     targets: [ { backend: B, model: PROVIDER_MODEL }, … ]   (in order)
 --     aliases: [ other-name, … ]
+--     deprecated: 2026-01-31      (optional: warn from then on)
+--     sunset: 2026-06-30          (optional: refused from then on)
+--     replacement: OTHER-NAME     (optional: named in warnings and refusals)
 -- Returns the catalog, or nil and "file:line: models.NAME…: reason".
+local ENTRY_KEYS = { targets = true, aliases = true, deprecated = true, sunset = true,
+                     replacement = true }
+
 function M.compile(files, backends, line_of)
   local cat = { names = {}, list = {} }
+  local replacements = {}
   local any = false
   for _, f in ipairs(files) do
     local models = f.root.models
@@ -70,7 +78,7 @@ function M.compile(files, backends, line_of)
         local path = "." .. tostring(name)
         if type(m) ~= "table" then return fail(models, name, path, "expected a map with targets") end
         for k in pairs(m) do
-          if k ~= "targets" and k ~= "aliases" then
+          if not ENTRY_KEYS[k] then
             return fail(m, k, path .. "." .. tostring(k), "unknown key")
           end
         end
@@ -79,6 +87,22 @@ function M.compile(files, backends, line_of)
           return fail(m, "targets", path .. ".targets", "needs at least one target")
         end
         local entry = { name = name, targets = {} }
+        for _, k in ipairs({ "deprecated", "sunset" }) do
+          if m[k] ~= nil then
+            local at = schema.parse_date(m[k])
+            if not at then
+              return fail(m, k, path .. "." .. k, "expected a date like 2026-06-30 or 2026-06-30T14:00:00Z")
+            end
+            entry[k], entry[k .. "_at"] = tostring(m[k]), at
+          end
+        end
+        if m.replacement ~= nil then
+          if type(m.replacement) ~= "string" then
+            return fail(m, "replacement", path .. ".replacement", "expected a model name")
+          end
+          entry.replacement = m.replacement
+          replacements[#replacements + 1] = { f = f, m = m, path = path, fail = fail }
+        end
         for i, t in ipairs(targets) do
           local tp = path .. ".targets[" .. i .. "]"
           if type(t) ~= "table" or type(t.backend) ~= "string" then
@@ -104,8 +128,73 @@ function M.compile(files, backends, line_of)
     end
   end
   if not any then return false end
+  for _, r in ipairs(replacements) do
+    if not cat.names[r.m.replacement] then
+      return r.fail(r.m, "replacement", r.path .. ".replacement",
+                    "no model named '" .. r.m.replacement .. "' in the catalog")
+    end
+  end
   table.sort(cat.list, function(a, b) return a.name < b.name end)
   return cat
+end
+
+-- The catalog's targets for `entry` (or `chosen`, a plugin's list of
+-- { backend, model? }) with what plugins may judge them by.
+local function describe_targets(chain, entry, chosen)
+  local out = {}
+  local by_backend
+  if chosen and entry then
+    by_backend = {}
+    for _, t in ipairs(entry.targets) do by_backend[t.backend] = by_backend[t.backend] or t.model end
+  end
+  for i, t in ipairs(chosen or entry.targets) do
+    local be = chain.backends[t.backend] or {}
+    local classes
+    if be.data_classes then
+      classes = {}
+      for j, c in ipairs(be.data_classes) do classes[j] = c end
+    end
+    out[i] = { backend = t.backend,
+               model = t.model or (by_backend and by_backend[t.backend]) or (entry and entry.name),
+               provider = be.provider, region = be.region, data_classes = classes }
+  end
+  return out
+end
+
+-- A plugin chose targets: ctx.route.targets shows them from now on.
+ctxmod.on_targets = function(st, list)
+  st.route = st.route or {}
+  st.route.targets = describe_targets(st.chain, st.entry, list)
+end
+
+ctxmod.default_route = function(st)
+  local chain = st.chain
+  local name = chain and chain.default_backend
+  if not name or not chain.backends[name] then return nil end
+  return { targets = describe_targets(chain, nil, { { backend = name } }) }
+end
+
+-- Before access: which door, which catalog entry, which targets — so that
+-- plugins can judge the request (ctx.model, ctx.route.targets). Nothing is
+-- refused here: an unknown model is refused after access, so that a
+-- caller who is not authenticated learns nothing about the catalog.
+function M.resolve(chain, st, method, path)
+  local cat = chain.catalog
+  if not cat then return end
+  local door = DOORS[method .. " " .. path]
+  if not door or door.op == "models" then return end
+  st.door = door
+  local body = st.request:json()
+  if type(body) ~= "table" then return end
+  local requested = body.model
+  if type(requested) ~= "string" then return end
+  local entry = cat.names[requested]
+  st.entry = entry
+  st.model = { requested = requested, op = door.op, stream = body.stream == true,
+               name = entry and entry.name, deprecated = entry and entry.deprecated,
+               sunset = entry and entry.sunset, replacement = entry and entry.replacement,
+               deprecated_at = entry and entry.deprecated_at, sunset_at = entry and entry.sunset_at }
+  if entry then st.route = { targets = describe_targets(chain, entry) } end
 end
 
 -- ---- requests ------------------------------------------------------------------
@@ -114,6 +203,8 @@ local function deny(status, code, message)
   return "deny", status, code, message
 end
 
+-- What this caller may use: the consumer's allowlist (when it has one),
+-- less the models past their sunset.
 local function model_list(cat, consumer)
   local allowed = type(consumer) == "table" and type(consumer.models) == "table" and consumer.models
   local set
@@ -121,9 +212,10 @@ local function model_list(cat, consumer)
     set = {}
     for _, n in ipairs(allowed) do set[n] = true end
   end
+  local now = os.time()
   local data = {}
   for _, e in ipairs(cat.list) do
-    if not set or set[e.name] then
+    if (not set or set[e.name] or set["*"]) and not (e.sunset_at and now >= e.sunset_at) then
       data[#data + 1] = { id = e.name, object = "model", created = 0, owned_by = "sluice" }
     end
   end
@@ -181,12 +273,12 @@ function M.request(chain, st, method, path)
   end
   local targets = {}
   local names = {}
-  if st.targets then -- a route plugin chose backends: keep the catalog's models
+  if st.targets then -- a plugin chose backends: keep the catalog's models
     local by_backend = {}
     for _, t in ipairs(entry.targets) do by_backend[t.backend] = by_backend[t.backend] or t.model end
-    for i, b in ipairs(st.targets) do
-      targets[i] = { backend = b, model = by_backend[b] or entry.name }
-      names[i] = b
+    for i, t in ipairs(st.targets) do
+      targets[i] = { backend = t.backend, model = t.model or by_backend[t.backend] or entry.name }
+      names[i] = t.backend
     end
   else
     for i, t in ipairs(entry.targets) do

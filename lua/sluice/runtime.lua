@@ -15,7 +15,7 @@ local frontdoor = require "sluice.frontdoor"
 
 local core, services
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
-local getmetatable, rawget = getmetatable, rawget
+local getmetatable, rawget, next = getmetatable, rawget, next
 local sort, concat = table.sort, table.concat
 
 M.PHASES = { "access", "route", "upstream_response", "body_filter", "log" }
@@ -124,6 +124,34 @@ local function compile_item(doc, f, list, i, item)
   return entry
 end
 
+-- What plugins judge backends by, beyond what C needs to reach them:
+-- data_classes (the data classes a backend may receive).
+local function backend_facts(files, backends)
+  for _, f in ipairs(files) do
+    local bes = f.root.backends
+    if type(bes) == "table" then
+      for name, b in pairs(bes) do
+        local dc = type(b) == "table" and b.data_classes
+        if dc ~= nil and dc ~= false and backends[name] then
+          local l = line_of(f.lines, b, "data_classes")
+          if type(dc) ~= "table" or #dc == 0 then
+            return nil, ("%s:%d: backends.%s.data_classes: expected a list of data classes"):format(f.path, l, name)
+          end
+          local list = {}
+          for i, c in ipairs(dc) do
+            if type(c) ~= "string" or c == "" then
+              return nil, ("%s:%d: backends.%s.data_classes[%d]: expected a data class name"):format(f.path, l, name, i)
+            end
+            list[i] = c
+          end
+          backends[name].data_classes = list
+        end
+      end
+    end
+  end
+  return true
+end
+
 -- doc = { version, time_budget, files = { { path, root, lines } },
 --         plugins = { name = { path, code } }, backends = { name = true } }
 -- Returns the chain, or nil and "file:line: key: reason".
@@ -154,6 +182,8 @@ function M.compile(doc)
   local chain = { version = doc.version, entries = entries, mask = 0,
                   time_budget = doc.time_budget, backends = doc.backends or {},
                   default_backend = doc.default_backend }
+  local bok, berr = backend_facts(doc.files, chain.backends)
+  if not bok then return nil, berr end
   local catalog, cerr = frontdoor.compile(doc.files, chain.backends, line_of)
   if catalog == nil then return nil, cerr end
   chain.catalog = catalog or nil
@@ -170,6 +200,24 @@ function M.compile(doc)
 end
 
 -- ---- running phases -----------------------------------------------------------
+
+-- A route phase's list, as set_targets would take it: { { backend, model? } }.
+local function route_targets(res)
+  if getmetatable(res) ~= nil then return nil end
+  local list = {}
+  for i = 1, #res do
+    local t = rawget(res, i)
+    if type(t) == "string" then
+      list[i] = { backend = t }
+    elseif type(t) == "table" and getmetatable(t) == nil and type(rawget(t, "backend")) == "string" then
+      local m = rawget(t, "model")
+      list[i] = { backend = rawget(t, "backend"), model = type(m) == "string" and m or nil }
+    else
+      return nil
+    end
+  end
+  return list
+end
 
 -- Run one phase over its plugins. Returns nil, "next", or "error", plugin,
 -- message.
@@ -188,7 +236,10 @@ local function run(chain, phase, st, a1, a2)
       st.notes = notes
       notes[#notes + 1] = { plugin = e.name, key = "plugin_error", value = "failed open: " .. res }
     elseif phase == "route" and type(res) == "table" then
-      st.targets, st.targets_by = res, e.name
+      local list = route_targets(res)
+      if not list then return "error", e.name, "route must return a list of backend names" end
+      st.targets, st.targets_by = list, e.name
+      if ctxmod.on_targets then ctxmod.on_targets(st, list) end
     elseif phase == "upstream_response" and res == "next" then
       return "next"
     elseif phase == "body_filter" and type(res) == "string" then
@@ -227,42 +278,66 @@ function M.set_request_source(src) request_source = src end
 --   "deny", ctx|nil, status, code, message, headers|nil, plugin
 --   "error", ctx|nil, plugin, message
 -- ctx comes back only when a later phase will need it (chain.keep_ctx).
+-- The denial, with the headers plugins set for the answer.
+local function deny_headers(st, flat)
+  local extra = st.resp_headers
+  if not extra then return flat end
+  local out = {}
+  for _, v in ipairs(extra) do out[#out + 1] = v end
+  for _, v in ipairs(flat or {}) do out[#out + 1] = v end
+  return out
+end
+
 function M.request(chain, handle, id, method, path, query, source)
   local st = ctxmod.new(source or request_source, handle, id, method, path, query, chain.version)
-  local keep = chain.mask >= 4 and st or nil
+  st.chain = chain
+  if chain.catalog then frontdoor.resolve(chain, st, method, path) end
   local kind, a, b = run(chain, "access", st)
-  if kind then return kind, keep, a, b end
-  if not st.deny and #chain.route > 0 then
+  if not kind and not st.deny and #chain.route > 0 then
     kind, a, b = run(chain, "route", st)
-    if kind then return kind, keep, a, b end
   end
+  -- The ctx lives on when a later phase needs it or the audit record has
+  -- something of it to tell.
+  local keep = (chain.mask >= 4 or st.decisions or st.notes) and st or nil
+  if kind then return kind, keep, a, b end
   local d = st.deny
   if d then
-    return "deny", keep, d.status, d.code, d.message, d.headers, d.plugin
+    return "deny", keep, d.status, d.code, d.message, deny_headers(st, d.headers), d.plugin
   end
   local targets = st.targets
   if targets then
-    if type(targets) ~= "table" or getmetatable(targets) ~= nil then
+    if type(targets) ~= "table" then
       return "error", keep, st.targets_by or "route", "route must return a list of backend names"
     end
     for i = 1, #targets do
-      local name = rawget(targets, i)
-      if type(name) ~= "string" or not chain.backends[name] then
-        return "error", keep, st.targets_by or "route",
-          "route chose unknown backend '" .. tostring(type(name) == "string" and name or type(name)) .. "'"
+      local name = targets[i].backend
+      if not chain.backends[name] then
+        return "error", keep, st.targets_by or "route", "route chose unknown backend '" .. name .. "'"
       end
+    end
+    if #targets == 0 then
+      return "deny", keep, 503, "no_target", "no backend may serve this request under the current policy",
+        deny_headers(st), st.targets_by
     end
   end
   local model
   local fk, fa, fb, fc = frontdoor.request(chain, st, method, path)
   if fk == "respond" then
-    return "respond", keep, fa, fb, nil
+    return "respond", keep, fa, fb, deny_headers(st)
   elseif fk == "deny" then
-    return "deny", keep, fa, fb, fc, nil, "catalog"
+    ctxmod.decide(st, "catalog", "deny", fc, fb)
+    return "deny", keep, fa, fb, fc, deny_headers(st), "catalog"
   elseif fk == "ok" then
     targets, model = fa, fb
+  elseif targets then
+    local names = {}
+    for i = 1, #targets do names[i] = targets[i].backend end
+    targets = names
   end
-  if keep then st.route = { targets = targets } end
+  if keep then
+    st.route = st.route or {}
+    st.route.names = targets
+  end
   local rs = st
   local headers = rs.headers_dirty and flat_headers(rs) or nil
   local body
@@ -276,7 +351,7 @@ function M.request(chain, handle, id, method, path, query, source)
   elseif rs.body_dirty then
     body = rs.body
   end
-  return "ok", keep, headers, body, targets, model
+  return "ok", keep, headers, body, targets, model, st.resp_headers
 end
 
 -- Write attempt n of an AI request toward backend `name` in that backend's
@@ -316,6 +391,8 @@ function M.body_filter(chain, st, data, last)
     end
     data = out
     st.filtered = out
+    local mod = st.ai.attempt.target.moderation
+    if mod and st.response then st.response.moderation = mod end
     if #chain.body_filter == 0 then return out, st.status_override end
   end
   local kind, a, b = run(chain, "body_filter", st, data, last)
@@ -325,10 +402,43 @@ end
 
 -- The request is over. record: a table of facts for the audit record;
 -- plugins may add fields.
+-- What the policy adds to the request's audit record: JSON members, each
+-- with a leading comma, appended by C to the line it writes.
+local function audit_fields(st)
+  local out = {}
+  local function add(key, v)
+    local s = services.json.encode(v)
+    if s then out[#out + 1] = ',"' .. key .. '":' .. s end
+  end
+  local c = st.consumer
+  if type(c) == "table" then
+    add("consumer", { id = c.id, app = c.app, team = c.team, source = c.source })
+  end
+  local m = st.model
+  if m then
+    add("model", { requested = m.requested, public = m.name, stream = m.stream })
+  end
+  local u = st.usage
+  if type(u) == "table" and next(u) ~= nil then add("usage", u) end
+  if st.decisions then add("decisions", st.decisions) end
+  if st.notes then
+    local by = {}
+    for _, n in ipairs(st.notes) do
+      local p = by[n.plugin]
+      if not p then p = {}; by[n.plugin] = p end
+      p[n.key] = n.value
+    end
+    add("annotations", by)
+  end
+  return concat(out)
+end
+
 function M.log(chain, st, record)
-  record.notes = st.notes
-  run(chain, "log", st, record)
-  return record
+  if #chain.log > 0 then
+    record.notes = st.notes
+    run(chain, "log", st, record)
+  end
+  return audit_fields(st)
 end
 
 return M

@@ -32,10 +32,20 @@ local check_value
 
 local durations = { ms = 1, s = 1000, m = 60000, h = 3600000 }
 
--- "2026-06-30" → seconds since the epoch (UTC midnight), or nil.
+-- "2026-06-30" → seconds since the epoch (UTC midnight), or nil;
+-- "2026-06-30T14:00:00Z" (UTC only) → that second.
 function M.parse_date(s)
-  local y, mo, d = tostring(s):match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+  s = tostring(s)
+  local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
   if not y then return nil end
+  local secs = 0
+  if rest ~= "" then
+    local h, mi, sec = rest:match("^[T ](%d%d):(%d%d):(%d%d)Z$")
+    if not h then return nil end
+    h, mi, sec = tonumber(h), tonumber(mi), tonumber(sec)
+    if h > 23 or mi > 59 or sec > 60 then return nil end
+    secs = h * 3600 + mi * 60 + sec
+  end
   y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
   if mo < 1 or mo > 12 or d < 1 or d > 31 then return nil end
   -- days from civil (Howard Hinnant's algorithm), no os.time timezone games
@@ -45,7 +55,7 @@ function M.parse_date(s)
   local mp = (mo + 9) % 12
   local doy = floor((153 * mp + 2) / 5) + d - 1
   local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return (era * 146097 + doe - 719468) * 86400
+  return (era * 146097 + doe - 719468) * 86400 + secs
 end
 
 function M.parse_duration(v)
@@ -69,7 +79,7 @@ function checkers.integer(v)
 end
 function checkers.date(v)
   local t = M.parse_date(v)
-  if not t then return nil, "expected a date like 2026-06-30" end
+  if not t then return nil, "expected a date like 2026-06-30 or 2026-06-30T14:00:00Z" end
   return t
 end
 function checkers.duration(v)

@@ -47,12 +47,21 @@ function M.chain(items, opts)
     plugins[it.name] = { path = path, code = code }
     list[i] = { name = it.name, config = it.config, fail_open = it.fail_open }
   end
+  -- opts.models: a catalog as in the policy's `models:`; opts.backends:
+  -- { name = { provider =, region =, data_classes = { … } } }.
+  local backends = {}
+  for name, b in pairs(opts.backends or {}) do
+    backends[name] = type(b) == "table" and b or { provider = "openai" }
+    backends[name].provider = backends[name].provider or "openai"
+  end
+  if opts.models and not next(backends) then backends.mock = { provider = "openai" } end
   local chain, err = runtime.compile({
     version = opts.version or "spec",
     time_budget = opts.time_budget or 100,
-    files = { { path = "(spec)", root = { plugins = list }, lines = {} } },
+    files = { { path = "(spec)", root = { plugins = list, models = opts.models }, lines = {} } },
     plugins = plugins,
-    backends = opts.backends or {},
+    backends = backends,
+    default_backend = opts.default_backend or next(backends),
   })
   if not chain then error(err, 2) end
   return chain
@@ -89,7 +98,10 @@ function M.request(chain, req)
                               req.path or "/v1/chat/completions", req.query or "", source) }
   local res = { action = r[1], ctx = r[2] }
   if res.action == "ok" then
-    res.headers, res.body, res.targets = r[3], r[4], r[5]
+    res.headers, res.body, res.targets, res.model = r[3], r[4], r[5], r[6]
+    res.response_headers = {}
+    local rh = r[7] or {}
+    for i = 1, #rh, 2 do res.response_headers[rh[i]] = rh[i + 1] end
     if res.headers then
       local map = {}
       for i = 1, #res.headers, 2 do map[res.headers[i]] = res.headers[i + 1] end
@@ -97,6 +109,11 @@ function M.request(chain, req)
     end
   elseif res.action == "deny" then
     res.status, res.code, res.message, res.deny_headers, res.plugin = r[3], r[4], r[5], r[6], r[7]
+    res.response_headers = {}
+    local rh = r[6] or {}
+    for i = 1, #rh, 2 do res.response_headers[rh[i]] = rh[i + 1] end
+  elseif res.action == "respond" then
+    res.status, res.body = r[3], r[4]
   else
     res.plugin, res.message = r[3], r[4]
   end
@@ -115,8 +132,18 @@ function M.body_filter(chain, ctx, data, last)
   return runtime.body_filter(chain, ctx, data, last)
 end
 
+-- Returns the record (with what log plugins added) and the audit fields
+-- the policy adds, decoded: { decisions =, annotations =, consumer =, … }.
 function M.log(chain, ctx, record)
-  return runtime.log(chain, ctx, record or {})
+  record = record or {}
+  local extra = runtime.log(chain, ctx, record)
+  local audit = json.decode("{" .. extra:sub(2) .. "}") or {}
+  return record, audit
+end
+
+-- The decisions taken on a request so far: { { plugin, outcome, reason, code } }.
+function M.decisions(ctx)
+  return ctx and ctx.decisions or {}
 end
 
 return M
