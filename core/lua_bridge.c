@@ -8,6 +8,7 @@
 #include "lua_state.h"
 #include "log.h"
 #include "secret.h"
+#include "lua_crypto.h"
 #include "lua_services.h"
 #include "spec_runner.h"
 #include "util.h"
@@ -358,6 +359,8 @@ static int boot(lua_State *L)
     lua_setfield(L, -2, "re");
     sl_luaopen_hash(L);
     lua_setfield(L, -2, "hash");
+    sl_luaopen_crypto(L);
+    lua_setfield(L, -2, "crypto");
     sl_luaopen_shared(L);
     lua_setfield(L, -2, "shared");
     lua_newtable(L);
@@ -375,7 +378,8 @@ static int boot(lua_State *L)
     int svc = lua_gettop(L);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
-    static const char *const names[] = {"json", "re", "hash", "shared", "time"};
+    static const char *const names[] = {"json",   "re",     "hash",
+                                        "crypto", "shared", "time"};
     for (size_t i = 0; i < SL_ARRAY_LEN(names); i++) {
         char key[32];
         snprintf(key, sizeof(key), "sluice.%s", names[i]);
@@ -573,6 +577,29 @@ int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
     lua_settop(L, top);
     lua_gc(L, LUA_GCCOLLECT, 0); /* compile garbage is not request garbage */
     return 0;
+}
+
+int sl_lua_chain_report(sl_lua *lua, const sl_chain *c, const char *what,
+                        const char *format, sl_buf *out)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    int rc = SL_EIO;
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED"); /* package.loaded */
+    lua_getfield(L, -1, "sluice.runtime");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, what);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+        lua_pushstring(L, format);
+        if (lua_isfunction(L, -3) && lua_pcall(L, 2, 1, 0) == 0 &&
+            lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            rc = sl_buf_append(out, s, n);
+        }
+    }
+    lua_settop(L, top);
+    return rc;
 }
 
 void sl_lua_chain_release(sl_lua *lua, sl_chain *c)

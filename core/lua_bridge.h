@@ -40,6 +40,12 @@ struct lua_State *sl_lua_state(sl_lua *lua);
  * "file:line: key: reason" in err. */
 int sl_lua_compile(sl_lua *lua, const sl_policy *p, sl_chain *out, char *err,
                    size_t errlen);
+/* Call the runtime's report function `what` (e.g. "exceptions") on a
+ * compiled chain with `format` ("json" or "text"); appends the string it
+ * returns to `out`. 0, or SL_EIO when it failed. */
+int sl_lua_chain_report(sl_lua *lua, const sl_chain *c, const char *what,
+                        const char *format, sl_buf *out);
+
 void sl_lua_chain_release(sl_lua *lua, sl_chain *c);
 
 enum { SL_LUA_OK, SL_LUA_DENY, SL_LUA_ERROR, SL_LUA_RESPOND };
