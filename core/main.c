@@ -56,17 +56,21 @@ static void close_signals(runtime *rt)
 }
 
 /* Compile p once on this thread so a broken plugin or configuration is
- * refused before any worker sees it. */
+ * refused before any worker sees it. With `exceptions`, the live policy
+ * exceptions are appended to it as text (for `sluice check`). */
 static int validate_policy(const sl_config *cfg, sl_policy *p, char *err,
-                           size_t errlen)
+                           size_t errlen, sl_buf *exceptions)
 {
     sl_lua *lua = sl_lua_new(cfg, err, errlen);
     if (!lua)
         return SL_ECONFIG;
     sl_chain chain;
     int rc = sl_lua_compile(lua, p, &chain, err, errlen);
-    if (rc == 0)
+    if (rc == 0) {
+        if (exceptions)
+            sl_lua_chain_report(lua, &chain, "exceptions", "text", exceptions);
         sl_lua_chain_release(lua, &chain);
+    }
     sl_lua_free(lua);
     return rc;
 }
@@ -82,7 +86,7 @@ static void reload_policy(runtime *rt)
         sl_log_error("reload refused, the live policy stays: %s", err);
         return;
     }
-    if (validate_policy(rt->cfg, p, err, sizeof(err)) < 0) {
+    if (validate_policy(rt->cfg, p, err, sizeof(err), NULL) < 0) {
         sl_log_error("reload refused, the live policy stays: %s", err);
         sl_policy_unref(p);
         return;
@@ -186,7 +190,7 @@ static int cmd_run(int argc, char **argv)
     }
     if (cfg.policy_dir &&
         (sl_policy_load(cfg.policy_dir, &cfg, &policy, err, sizeof(err)) < 0 ||
-         validate_policy(&cfg, policy, err, sizeof(err)) < 0)) {
+         validate_policy(&cfg, policy, err, sizeof(err), NULL) < 0)) {
         if (policy)
             sl_policy_unref(policy);
         fprintf(stderr, "sluice: %s\n", err);
@@ -272,14 +276,21 @@ static int cmd_check(int argc, char **argv)
         if (sl_policy_load(dir, &cfg, &p, err, sizeof(err)) < 0) {
             fprintf(stderr, "sluice: %s\n", err);
             rc = 2;
-        } else if (validate_policy(&cfg, p, err, sizeof(err)) < 0) {
-            fprintf(stderr, "sluice: %s\n", err);
-            sl_policy_unref(p);
-            rc = 2;
         } else {
-            printf("policy %s: ok, version %s (%d backend%s, %d plugin%s)\n",
-                   dir, p->version, p->nbackends, p->nbackends == 1 ? "" : "s",
-                   p->nplugins, p->nplugins == 1 ? "" : "s");
+            sl_buf exc;
+            sl_buf_init(&exc, NULL);
+            if (validate_policy(&cfg, p, err, sizeof(err), &exc) < 0) {
+                fprintf(stderr, "sluice: %s\n", err);
+                rc = 2;
+            } else {
+                printf("policy %s: ok, version %s (%d backend%s, %d "
+                       "plugin%s)\n",
+                       dir, p->version, p->nbackends,
+                       p->nbackends == 1 ? "" : "s", p->nplugins,
+                       p->nplugins == 1 ? "" : "s");
+                fwrite(exc.data ? exc.data : "", 1, exc.len, stdout);
+            }
+            sl_buf_release(&exc);
             sl_policy_unref(p);
         }
     }

@@ -7,7 +7,8 @@
 -- plugin enforces the rest of the model's lifecycle and who may use it:
 --   * a consumer with an allowlist (`models` on the consumer, set by the
 --     auth plugin from policy or from a token's claims) may call only those
---     models ("*" allows all): 403 model_not_allowed;
+--     models ("*" allows all), or one a live policy exception grants it:
+--     403 model_not_allowed;
 --   * a model past its sunset is refused with 410 model_sunset, naming the
 --     replacement;
 --   * a deprecated model is still served, with `Deprecation`, `Sunset` and
@@ -38,9 +39,14 @@ function catalog.access(ctx)
   if not m or not m.name then return end -- not an AI call, or unknown: the front door answers
   local consumer = ctx.consumer
   if not allowed(consumer, m.name) then
+    local id = ctx:grant("models", m.name)
+    if id then
+      ctx:decision("allow", ("model '%s' allowed by exception %s"):format(m.name, id))
+    else
     local who = type(consumer) == "table" and (consumer.app or consumer.id) or "this caller"
-    return ctx:deny(403, "model_not_allowed",
-      ("the model '%s' is not approved for %s"):format(m.requested, who))
+      return ctx:deny(403, "model_not_allowed",
+        ("the model '%s' is not approved for %s"):format(m.requested, who))
+    end
   end
   local now = sluice.time.now()
   local use = m.replacement and ("; use '" .. m.replacement .. "'") or ""

@@ -9,7 +9,9 @@
 -- request's class, or that sit outside the consumer's allowed regions, are
 -- removed before any attempt; when none remains the request is refused
 -- with 403 saying why. A backend that declares no classes receives only
--- the lowest class — forgetting a label never widens the boundary.
+-- the lowest class — forgetting a label never widens the boundary. A live
+-- policy exception may grant a consumer a backend the rules would remove;
+-- the audit record then names it.
 local boundary = { name = "data-boundary", priority = 700 }
 
 boundary.schema = {
@@ -94,6 +96,13 @@ function boundary.access(ctx, conf)
   local keep, why = {}, {}
   for _, t in ipairs(route.targets) do
     local no = refusal(conf, consumer, t, cls)
+    if no then
+      local id = ctx:grant("backends", t.backend)
+      if id then
+        ctx:decision("allow", ("%s kept by exception %s (%s)"):format(t.backend, id, no))
+        no = nil
+      end
+    end
     if no then why[#why + 1] = no else keep[#keep + 1] = { backend = t.backend, model = t.model } end
   end
   if #keep == 0 then

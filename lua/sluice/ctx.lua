@@ -11,9 +11,11 @@
 -- JSON body are fetched from C only when a plugin asks, once.
 local M = {}
 
+local exceptions = require "sluice.exceptions"
+
 local core, json
-local type, pairs, next, error, tostring, setmetatable, getmetatable =
-  type, pairs, next, error, tostring, setmetatable, getmetatable
+local type, pairs, ipairs, next, error, tostring, setmetatable, getmetatable =
+  type, pairs, ipairs, next, error, tostring, setmetatable, getmetatable
 local lower, find, match = string.lower, string.find, string.match
 
 -- The private keys: a proxy's request state, and the chain entry (plugin)
@@ -226,6 +228,27 @@ function ctx_methods.decision(self, outcome, reason)
     error("ctx:decision reason must be a string", 2)
   end
   M.decide(self[PRIV], self[ENTRY].name, outcome, reason and reason:sub(1, 500))
+end
+
+-- The id (and value) of a live policy exception that grants `name` under
+-- `kind` ("models", "backends", "quota", "limits") to this request's
+-- consumer; the audit record names each exception a request used.
+function ctx_methods.grant(self, kind, name)
+  if type(kind) ~= "string" or type(name) ~= "string" then
+    error("ctx:grant wants a kind and a name", 2)
+  end
+  local st = self[PRIV]
+  local chain = st.chain
+  if not chain or not chain.exceptions or #chain.exceptions == 0 then return nil end
+  local id, value = exceptions.find(chain.exceptions, st.consumer, kind, name, os.time())
+  if not id then return nil end
+  local used = st.exceptions_used
+  if not used then used = {}; st.exceptions_used = used end
+  local seen = false
+  for _, u in ipairs(used) do seen = seen or u == id end
+  if not seen then used[#used + 1] = id end
+  if type(value) == "table" then value = plain_copy(value, 0) end
+  return id, value
 end
 
 -- A header on the answer to the client, served or denied.

@@ -12,6 +12,7 @@ local M = {}
 
 local ctxmod = require "sluice.ctx"
 local schema = require "sluice.schema"
+local exceptions = require "sluice.exceptions"
 local json
 local type, pairs, ipairs, tostring, error, require, pcall =
   type, pairs, ipairs, tostring, error, require, pcall
@@ -205,7 +206,7 @@ end
 
 -- What this caller may use: the consumer's allowlist (when it has one),
 -- less the models past their sunset.
-local function model_list(cat, consumer)
+local function model_list(cat, consumer, granted)
   local allowed = type(consumer) == "table" and type(consumer.models) == "table" and consumer.models
   local set
   if allowed then
@@ -215,7 +216,7 @@ local function model_list(cat, consumer)
   local now = os.time()
   local data = {}
   for _, e in ipairs(cat.list) do
-    if (not set or set[e.name] or set["*"]) and not (e.sunset_at and now >= e.sunset_at) then
+    if (not set or set[e.name] or set["*"] or granted(e.name)) and not (e.sunset_at and now >= e.sunset_at) then
       data[#data + 1] = { id = e.name, object = "model", created = 0, owned_by = "sluice" }
     end
   end
@@ -245,7 +246,11 @@ function M.request(chain, st, method, path)
     return nil
   end
   if door.op == "models" then
-    return "respond", 200, model_list(cat, st.consumer)
+    local now = os.time()
+    local function granted(name) -- a live exception adds the model
+      return exceptions.find(chain.exceptions, st.consumer, "models", name, now) ~= nil
+    end
+    return "respond", 200, model_list(cat, st.consumer, granted)
   end
   local body, err = st.request:json()
   if body == nil then

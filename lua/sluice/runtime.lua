@@ -12,6 +12,7 @@ local sandbox = require "sluice.sandbox"
 local schema = require "sluice.schema"
 local ctxmod = require "sluice.ctx"
 local frontdoor = require "sluice.frontdoor"
+local exceptions = require "sluice.exceptions"
 
 local core, services
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
@@ -152,6 +153,24 @@ local function backend_facts(files, backends)
   return true
 end
 
+local SECTIONS = { backends = true, default_backend = true, plugins = true, models = true,
+                   exceptions = true, exceptions_max_lifetime = true }
+
+local function check_sections(files)
+  for _, f in ipairs(files) do
+    if type(f.root) == "table" then
+      for k in pairs(f.root) do
+        if not SECTIONS[k] then
+          return nil, ("%s:%d: %s: unknown policy section (known: backends, default_backend, "
+            .. "models, plugins, exceptions, exceptions_max_lifetime)"):format(
+            f.path, line_of(f.lines, f.root, k), tostring(k))
+        end
+      end
+    end
+  end
+  return true
+end
+
 -- doc = { version, time_budget, files = { { path, root, lines } },
 --         plugins = { name = { path, code } }, backends = { name = true } }
 -- Returns the chain, or nil and "file:line: key: reason".
@@ -182,8 +201,13 @@ function M.compile(doc)
   local chain = { version = doc.version, entries = entries, mask = 0,
                   time_budget = doc.time_budget, backends = doc.backends or {},
                   default_backend = doc.default_backend }
+  local sok, serr = check_sections(doc.files)
+  if not sok then return nil, serr end
   local bok, berr = backend_facts(doc.files, chain.backends)
   if not bok then return nil, berr end
+  local exc, eerr = exceptions.compile(doc.files, line_of)
+  if not exc then return nil, eerr end
+  chain.exceptions = exc
   local catalog, cerr = frontdoor.compile(doc.files, chain.backends, line_of)
   if catalog == nil then return nil, cerr end
   chain.catalog = catalog or nil
@@ -421,6 +445,7 @@ local function audit_fields(st)
   local u = st.usage
   if type(u) == "table" and next(u) ~= nil then add("usage", u) end
   if st.decisions then add("decisions", st.decisions) end
+  if st.exceptions_used then add("exceptions", st.exceptions_used) end
   if st.notes then
     local by = {}
     for _, n in ipairs(st.notes) do
@@ -429,6 +454,28 @@ local function audit_fields(st)
       p[n.key] = n.value
     end
     add("annotations", by)
+  end
+  return concat(out)
+end
+
+-- Live exceptions, for the admin API (a JSON list) and `sluice check`
+-- (text lines, those expiring within 7 days marked).
+function M.exceptions(chain, format)
+  local list = exceptions.live(chain.exceptions, os.time(), 7 * 86400)
+  if format ~= "text" then
+    if #list == 0 then return "[]" end
+    return services.json.encode(list)
+  end
+  local soon = 0
+  for _, e in ipairs(list) do if e.expiring then soon = soon + 1 end end
+  local out = { ("exceptions: %d live, %d expiring within 7 days\n"):format(#list, soon) }
+  for _, e in ipairs(list) do
+    local grants = {}
+    for kind, names in pairs(e.grants) do grants[#grants + 1] = kind .. " " .. concat(names, ",") end
+    sort(grants)
+    out[#out + 1] = ("  %s%s  owner %s  expires %s (%.1f days)  grants %s\n"):format(
+      e.expiring and "EXPIRING " or "", e.id, e.owner, e.expires, e.seconds_left / 86400,
+      concat(grants, "; "))
   end
   return concat(out)
 end

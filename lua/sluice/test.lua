@@ -58,7 +58,9 @@ function M.chain(items, opts)
   local chain, err = runtime.compile({
     version = opts.version or "spec",
     time_budget = opts.time_budget or 100,
-    files = { { path = "(spec)", root = { plugins = list, models = opts.models }, lines = {} } },
+    files = { { path = "(spec)", lines = {},
+                root = { plugins = list, models = opts.models, exceptions = opts.exceptions,
+                         exceptions_max_lifetime = opts.exceptions_max_lifetime } } },
     plugins = plugins,
     backends = backends,
     default_backend = opts.default_backend or next(backends),

@@ -10,11 +10,22 @@ const weather = {
   description: "Current weather for a city",
   parameters: { type: "object", properties: { location: { type: "string" } }, required: ["location"] },
 };
-const ask = [{ role: "user", content: "What is the weather in Paris?" }];
+// An application's own key, extra headers and prompt, when a scenario
+// needs them (SLUICE_APP_KEY, SLUICE_HEADERS as JSON, SLUICE_PROMPT).
+const appKey = process.env.SLUICE_APP_KEY || "app-key-not-a-provider-key";
+const defaultHeaders = JSON.parse(process.env.SLUICE_HEADERS || "{}");
+const ask = [{ role: "user", content: process.env.SLUICE_PROMPT || "What is the weather in Paris?" }];
 
 async function openai() {
-  const client = new OpenAI({ baseURL: base + "/v1", apiKey: "app-key-not-a-provider-key", maxRetries: 0 });
+  const client = new OpenAI({ baseURL: base + "/v1", apiKey: appKey, defaultHeaders, maxRetries: 0 });
   switch (scenario) {
+    case "chat-headers": { // the answer and the gateway's headers on it
+      const { data: r, response } = await client.chat.completions
+        .create({ model, messages: ask }).withResponse();
+      const headers = {};
+      for (const [k, v] of response.headers) if (k.startsWith("x-sluice") || k === "deprecation" || k === "sunset") headers[k] = v;
+      return { model: r.model, content: r.choices[0].message.content, headers };
+    }
     case "chat": {
       const r = await client.chat.completions.create({ model, messages: ask });
       return { model: r.model, content: r.choices[0].message.content, finish: r.choices[0].finish_reason,
@@ -56,7 +67,7 @@ async function openai() {
 }
 
 async function anthropic() {
-  const client = new Anthropic({ baseURL: base, apiKey: "app-key-not-a-provider-key", maxRetries: 0 });
+  const client = new Anthropic({ baseURL: base, apiKey: appKey, defaultHeaders, maxRetries: 0 });
   switch (scenario) {
     case "chat": {
       const r = await client.messages.create({ model, max_tokens: 64, messages: ask });
@@ -83,5 +94,6 @@ try {
   const out = await (sdk === "anthropic" ? anthropic() : openai());
   console.log(JSON.stringify({ ok: true, ...out }));
 } catch (e) {
-  console.log(JSON.stringify({ ok: false, status: e.status ?? null, error: String(e.message || e) }));
+  console.log(JSON.stringify({ ok: false, status: e.status ?? null, code: e.code ?? null,
+                               error: String(e.message || e) }));
 }
