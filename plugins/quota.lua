@@ -60,6 +60,7 @@ quota.schema = {
     soft     = { type = "boolean", default = false },      -- warn, never refuse
     models   = { type = "array", elements = { type = "string" } }, -- only these (public names)
     overrides = { type = "map", values = { type = "number", min = 0 } }, -- per identity value
+    name     = { type = "string" },  -- what a policy exception names to raise this limit
   } } },
   -- public model name (or "*" for any other) → US dollars per 1M tokens
   prices = { type = "map", default = {}, values = { type = "record", fields = {
@@ -101,6 +102,7 @@ function quota.init(conf)
     -- limits are held in the counter's unit: cost in micro-dollars
     local unit = l.metric == "cost" and micro or function(n) return floor(n) end
     l.max = unit(l[l.metric])
+    l.unit = unit
     if l.overrides then
       for who, v in pairs(l.overrides) do l.overrides[who] = unit(v) end
     end
@@ -289,6 +291,10 @@ function quota.access(ctx, conf)
     if who then
       local wid, ends = window(l, now)
       local limit = l.overrides and l.overrides[who] or l.max
+      if l.name then -- a live policy exception may raise it for this consumer
+        local id, raised = ctx:grant("quota", l.name)
+        if id and type(raised) == "number" and raised >= 0 then limit = l.unit(raised) end
+      end
       local n = 1
       if l.metric ~= "requests" then
         n = amount(l, price, prompt, completion)

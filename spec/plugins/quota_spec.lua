@@ -430,3 +430,30 @@ describe("quota plugin", function()
     end)
   end)
 end)
+
+describe("quota plugin with a policy exception", function()
+  local json = require "sluice.json"
+  local function iso(e) return os.date("!%Y-%m-%dT%H:%M:%SZ", e) end
+  it("raises a named limit for the consumer the exception names, recording its id", function()
+    t.plugin_dirs = { "plugins", "spec/fixtures/plugins" }
+    local c = t.chain({ { name = "test-consumer" },
+      { name = "quota", config = { limits = { { name = "team-rpm", by = "team", requests = 1,
+                                                 period = "60s" } } } } },
+      { exceptions = { { id = "EXC-Q", owner = "fin-ops", reason = "launch week", created = iso(os.time() - 10),
+                         expires = iso(os.time() + 3600), teams = { "launch-" .. os.time() },
+                         grants = { quota = { ["team-rpm"] = 3 } } } } })
+    local team = "launch-" .. os.time()
+    local other = "quiet-" .. os.time()
+    local function call(tm)
+      return t.request(c, { headers = { ["x-test-consumer"] = json.encode({ id = tm, team = tm }) },
+                            json = { model = "m", messages = {} } })
+    end
+    for _ = 1, 3 do assert.equals("ok", call(team).action) end
+    assert.equals(429, call(team).status)
+    assert.equals("ok", call(other).action)
+    assert.equals(429, call(other).status)
+    local res = call(team)
+    local _, audit = t.log(c, res.ctx)
+    assert.same({ "EXC-Q" }, audit.exceptions)
+  end)
+end)
