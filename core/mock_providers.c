@@ -38,6 +38,57 @@ static const char args_object[] = "{\"location\":\"Paris\"}";
 static const char gemini_ratings[] = "[" RATING("SEXUALLY_EXPLICIT") "," RATING(
     "HATE_SPEECH") "," RATING("HARASSMENT") "," RATING("DANGEROUS_CONTENT") "]";
 
+/* The content filters of a flagged answer: Azure's four categories, the
+ * one named by c->filter filtered at severity high (added when it is not
+ * one of the four). */
+static void azure_filters(const sl_mock_call *c, sl_buf *b)
+{
+    static const char *const cats[] = {"hate", "self_harm", "sexual",
+                                       "violence"};
+    int found = 0;
+    sl_buf_puts(b, "{");
+    for (int k = 0; k < 4; k++) {
+        int hit = strcmp(c->filter, cats[k]) == 0;
+        found |= hit;
+        sl_buf_printf(b, "%s\"%s\":{\"filtered\":%s,\"severity\":\"%s\"}",
+                      k ? "," : "", cats[k], hit ? "true" : "false",
+                      hit ? "high" : "safe");
+    }
+    if (!found)
+        sl_buf_printf(b, ",\"%s\":{\"filtered\":true,\"severity\":\"high\"}",
+                      c->filter);
+    sl_buf_puts(b, "}");
+}
+
+/* Gemini's safety ratings with c->filter rated HIGH and blocked. */
+static void gemini_flagged_ratings(const sl_mock_call *c, sl_buf *b)
+{
+    static const char *const names[][2] = {{"hate", "HATE_SPEECH"},
+                                           {"sexual", "SEXUALLY_EXPLICIT"},
+                                           {"harassment", "HARASSMENT"},
+                                           {"dangerous", "DANGEROUS_CONTENT"}};
+    int found = 0;
+    sl_buf_puts(b, "[");
+    for (int k = 0; k < 4; k++) {
+        int hit = strcmp(c->filter, names[k][0]) == 0;
+        found |= hit;
+        sl_buf_printf(b,
+                      "%s{\"category\":\"HARM_CATEGORY_%s\",\"probability\":"
+                      "\"%s\"%s}",
+                      k ? "," : "", names[k][1], hit ? "HIGH" : "NEGLIGIBLE",
+                      hit ? ",\"blocked\":true" : "");
+    }
+    if (!found) {
+        sl_buf_puts(b, ",{\"category\":\"HARM_CATEGORY_");
+        for (const char *p = c->filter; *p; p++) {
+            char up = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+            sl_buf_printf(b, "%c", up);
+        }
+        sl_buf_puts(b, "\",\"probability\":\"HIGH\",\"blocked\":true}");
+    }
+    sl_buf_puts(b, "]");
+}
+
 /* ---- reading the request ---- */
 
 static void copy_safe(char *dst, size_t cap, const char *s, size_t n)
@@ -202,9 +253,35 @@ static size_t prompt_bytes(const sl_mock_call *c, const fields *f)
     }
 }
 
+/* x-mock-content-filter: CATEGORY or prompt:CATEGORY (see the header). */
+static void read_filter(sl_mock_call *c, const sl_http_req *r)
+{
+    const sl_str *v = sl_http_header(r, "x-mock-content-filter");
+    size_t i = 0, o = 0;
+    c->filter[0] = '\0';
+    c->filter_prompt = 0;
+    if (!v)
+        return;
+    if (v->n > 7 && memcmp(v->p, "prompt:", 7) == 0) {
+        c->filter_prompt = 1;
+        i = 7;
+    }
+    for (; i < v->n && o < sizeof(c->filter) - 1; i++) {
+        char ch = v->p[i];
+        if ((ch >= 'a' && ch <= 'z') || ch == '_')
+            c->filter[o++] = ch;
+        else if (ch >= 'A' && ch <= 'Z')
+            c->filter[o++] = (char)(ch - 'A' + 'a');
+    }
+    c->filter[o] = '\0';
+    if (!o)
+        c->filter_prompt = 0;
+}
+
 void sl_mock_read_call(sl_mock_call *c, const sl_http_req *r, int chunks)
 {
     size_t bytes = 0;
+    read_filter(c, r);
     cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
     if (j) {
         fields f = {0};
@@ -227,7 +304,9 @@ void sl_mock_read_call(sl_mock_call *c, const sl_http_req *r, int chunks)
         snprintf(c->model, sizeof(c->model), "%s",
                  c->embeddings ? "mock-embedding" : "mock-model");
     c->prompt_tokens = bytes ? (int)((bytes + 3) / 4) : 1;
-    if (c->tool) /* Gemini sends a function call whole */
+    if (c->filter_prompt && c->api == SL_MOCK_GEMINI)
+        c->pieces = 0; /* a blocked prompt gets no content at all */
+    else if (c->tool)  /* Gemini sends a function call whole */
         c->pieces = c->api == SL_MOCK_GEMINI ? 1 : NARGS;
     else
         c->pieces = chunks >= 0 ? chunks : NWORDS;
@@ -383,9 +462,55 @@ void sl_mock_send_garbage_body(sl_http_req *r, int api)
 
 /* ---- OpenAI and Azure OpenAI ---- */
 
+/* A text answer flagged by x-mock-content-filter (off the benchmarks'
+ * path, so built in a growing buffer). */
+static void openai_filtered_answer(const sl_mock_call *c, sl_http_req *r)
+{
+    int azure = c->api == SL_MOCK_AZURE, answer = !c->filter_prompt;
+    sl_buf b;
+    sl_buf_init(&b, NULL);
+    sl_buf_printf(&b,
+                  "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\","
+                  "\"created\":%ld,\"model\":\"%s\",",
+                  (long)time(NULL), c->model);
+    if (azure) {
+        sl_buf_puts(&b, "\"prompt_filter_results\":[{\"prompt_index\":0,"
+                        "\"content_filter_results\":");
+        if (answer)
+            sl_buf_puts(&b, AZURE_FILTERS);
+        else
+            azure_filters(c, &b);
+        sl_buf_puts(&b, "}],");
+    }
+    sl_buf_printf(&b,
+                  "\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                  "\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"%s\"",
+                  answer_text, answer ? "content_filter" : "stop");
+    if (azure) {
+        sl_buf_puts(&b, ",\"content_filter_results\":");
+        if (answer)
+            azure_filters(c, &b);
+        else
+            sl_buf_puts(&b, AZURE_FILTERS);
+    }
+    sl_buf_printf(&b,
+                  "}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+                  "\"total_tokens\":%d}}",
+                  c->prompt_tokens, NWORDS, c->prompt_tokens + NWORDS);
+    if (b.len && b.data)
+        send_json(r, 200, b.data, b.len);
+    else
+        sl_mock_send_error(r, c->api, 500, 0, NULL, "out of memory");
+    sl_buf_release(&b);
+}
+
 static void openai_answer(const sl_mock_call *c, sl_http_req *r)
 {
     char body[2048], tool_msg[256];
+    if (c->filter[0]) {
+        openai_filtered_answer(c, r);
+        return;
+    }
     int azure = c->api == SL_MOCK_AZURE, out = out_tokens(c);
     const char *msg = "{\"role\":\"assistant\",\"content\":\"Hello from the "
                       "sluice mock provider.\"}";
@@ -436,9 +561,39 @@ static void openai_chunk(const sl_mock_call *c, sl_http_req *r,
     sse_data(r, ev, fit(n, sizeof(ev)));
 }
 
+/* A stream chunk whose content filters are c->filter's (Azure): the
+ * flagged piece of a flagged answer, or the prompt-filter chunk. */
+static void azure_flagged_chunk(const sl_mock_call *c, sl_http_req *r,
+                                const char *delta, int prompt)
+{
+    sl_buf b;
+    sl_buf_init(&b, NULL);
+    if (prompt) {
+        sl_buf_puts(&b, "{\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":"
+                        "\"\",\"prompt_filter_results\":[{\"prompt_index\":0,"
+                        "\"content_filter_results\":");
+        azure_filters(c, &b);
+        sl_buf_puts(&b, "}],\"choices\":[]}");
+    } else {
+        sl_buf_printf(&b,
+                      "{\"id\":\"chatcmpl-mock\",\"object\":"
+                      "\"chat.completion.chunk\",\"created\":%ld,\"model\":"
+                      "\"%s\",\"choices\":[{\"index\":0,\"delta\":{%s},"
+                      "\"finish_reason\":null,\"content_filter_results\":",
+                      (long)time(NULL), c->model, delta);
+        azure_filters(c, &b);
+        sl_buf_puts(&b, "}]}");
+    }
+    if (b.len && b.data)
+        sse_data(r, b.data, b.len);
+    sl_buf_release(&b);
+}
+
 static void openai_open(const sl_mock_call *c, sl_http_req *r)
 {
-    if (c->api == SL_MOCK_AZURE) {
+    if (c->api == SL_MOCK_AZURE && c->filter_prompt) {
+        azure_flagged_chunk(c, r, NULL, 1);
+    } else if (c->api == SL_MOCK_AZURE) {
         static const char pf[] =
             "{\"id\":\"\",\"object\":\"\",\"created\":0,"
             "\"model\":\"\"," PROMPT_FILTERS ",\"choices\":[]}";
@@ -468,12 +623,20 @@ static void openai_piece(const sl_mock_call *c, sl_http_req *r, int i)
                  arg_pieces[i % NARGS]);
     else
         snprintf(d, sizeof(d), "\"content\":\"%s\"", words[i % NWORDS]);
-    openai_chunk(c, r, d, "null", 1);
+    if (c->api == SL_MOCK_AZURE && c->filter[0] && !c->filter_prompt &&
+        i == c->pieces - 1)
+        azure_flagged_chunk(c, r, d, 0);
+    else
+        openai_chunk(c, r, d, "null", 1);
 }
 
 static void openai_close(const sl_mock_call *c, sl_http_req *r)
 {
-    openai_chunk(c, r, "", c->tool ? "\"tool_calls\"" : "\"stop\"", 0);
+    const char *finish = c->filter[0] && !c->filter_prompt
+                             ? "\"content_filter\""
+                         : c->tool ? "\"tool_calls\""
+                                   : "\"stop\"";
+    openai_chunk(c, r, "", finish, 0);
     if (c->include_usage) {
         char ev[512];
         int out = out_tokens(c);
@@ -613,6 +776,13 @@ static void anthropic_event(sl_http_req *r, const char *name, const char *json,
     sl_http_response_body(r, "\n\n", 2);
 }
 
+static const char *anthropic_stop(const sl_mock_call *c)
+{
+    if (c->filter[0] && !c->filter_prompt)
+        return "refusal"; /* x-mock-content-filter */
+    return c->tool ? "tool_use" : "end_turn";
+}
+
 static void anthropic_answer(const sl_mock_call *c, sl_http_req *r)
 {
     char body[1024], content[256];
@@ -629,8 +799,8 @@ static void anthropic_answer(const sl_mock_call *c, sl_http_req *r)
                      "\"assistant\",\"model\":\"%s\",\"content\":[%s],"
                      "\"stop_reason\":\"%s\",\"stop_sequence\":null,\"usage\":"
                      "{\"input_tokens\":%d,\"output_tokens\":%d}}",
-                     c->model, content, c->tool ? "tool_use" : "end_turn",
-                     c->prompt_tokens, out_tokens(c));
+                     c->model, content, anthropic_stop(c), c->prompt_tokens,
+                     out_tokens(c));
     send_json(r, 200, body, fit(n, sizeof(body)));
 }
 
@@ -685,18 +855,54 @@ static void anthropic_close(const sl_mock_call *c, sl_http_req *r)
                      "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
                      "\"%s\",\"stop_sequence\":null},\"usage\":{"
                      "\"output_tokens\":%d}}",
-                     c->tool ? "tool_use" : "end_turn", out_tokens(c));
+                     anthropic_stop(c), out_tokens(c));
     anthropic_event(r, "message_delta", ev, fit(n, sizeof(ev)));
     anthropic_event(r, "message_stop", "{\"type\":\"message_stop\"}", 23);
 }
 
 /* ---- Google Gemini ---- */
 
+/* A GenerateContentResponse under x-mock-content-filter: the prompt
+ * blocked (promptFeedback, no candidates), or the last chunk's ratings
+ * flagging c->filter with finishReason SAFETY. */
+static size_t gemini_flagged_response(const sl_mock_call *c, char *out,
+                                      size_t cap, const char *text, int last,
+                                      int out_so_far)
+{
+    sl_buf rb;
+    sl_buf_init(&rb, NULL);
+    gemini_flagged_ratings(c, &rb);
+    int rn = rb.data ? (int)rb.len : 2;
+    const char *ratings = rb.data ? rb.data : "[]";
+    int n;
+    if (c->filter_prompt)
+        n = snprintf(out, cap,
+                     "{\"promptFeedback\":{\"blockReason\":\"SAFETY\","
+                     "\"safetyRatings\":%.*s},\"usageMetadata\":{"
+                     "\"promptTokenCount\":%d,\"totalTokenCount\":%d},"
+                     "\"modelVersion\":\"%s\"}",
+                     rn, ratings, c->prompt_tokens, c->prompt_tokens, c->model);
+    else
+        n = snprintf(
+            out, cap,
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"%s\"}],"
+            "\"role\":\"model\"}%s%.*s,\"index\":0}],\"usageMetadata\":{"
+            "\"promptTokenCount\":%d,\"candidatesTokenCount\":%d,"
+            "\"totalTokenCount\":%d},\"modelVersion\":\"%s\"}",
+            text, last ? ",\"finishReason\":\"SAFETY\",\"safetyRatings\":" : "",
+            last ? rn : 0, ratings, c->prompt_tokens, out_so_far,
+            c->prompt_tokens + out_so_far, c->model);
+    sl_buf_release(&rb);
+    return fit(n, cap);
+}
+
 /* One GenerateContentResponse: a part, and the finish when `last`. */
 static size_t gemini_response(const sl_mock_call *c, char *out, size_t cap,
                               const char *text, int last, int out_so_far)
 {
     char part[256];
+    if (c->filter[0]) /* x-mock-content-filter */
+        return gemini_flagged_response(c, out, cap, text, last, out_so_far);
     if (c->tool)
         snprintf(part, sizeof(part),
                  "{\"functionCall\":{\"name\":\"%s\",\"args\":%s}}",

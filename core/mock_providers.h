@@ -28,6 +28,16 @@ typedef struct sl_mock_call {
     int prompt_tokens;
     char model[128];    /* safe to print inside a JSON string */
     char tool_name[64]; /* idem */
+    /* x-mock-content-filter: CATEGORY flags the answer in that category
+     * (Azure: content_filter_results filtered at severity high; OpenAI and
+     * Azure: finish_reason content_filter; Gemini: safetyRatings HIGH,
+     * blocked, finishReason SAFETY; Anthropic: stop_reason refusal).
+     * "prompt:CATEGORY" blocks the prompt instead (Gemini:
+     * promptFeedback.blockReason SAFETY and no candidates; Azure:
+     * prompt_filter_results filtered; the others answer normally).
+     * Lower-case letters and '_' only; "" when absent. */
+    char filter[32];
+    int filter_prompt;
 } sl_mock_call;
 
 /* Read r's body into c. chunks < 0 means the default number of pieces. */

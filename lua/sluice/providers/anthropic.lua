@@ -295,7 +295,18 @@ local function tokens(u)
          num(val(u.output_tokens)), cached
 end
 
+-- Anthropic has no per-category safety scores; a refusal (stop_reason
+-- "refusal": the model's safety classifiers stopped it) is recorded in
+-- target.moderation as a block (see common.lua).
+local function refusal(stop, target)
+  if stop == "refusal" and target then
+    local m = common.moderation(target, NAME)
+    common.moderation_block(m, m, "refusal")
+  end
+end
+
 function P.chat_response(status, body, target)
+  local moderation_target = target
   target = target or EMPTY
   local doc = common.decode(body)
   if type(doc) ~= "table" or type(val(doc.content)) ~= "table" then
@@ -317,6 +328,7 @@ function P.chat_response(status, body, target)
   local message = { role = "assistant", content = #text > 0 and concat(text) or null }
   if #calls > 0 then message.tool_calls = calls end
   local stop = val(doc.stop_reason)
+  refusal(stop, moderation_target)
   local out = {
     id = doc.id, object = "chat.completion", created = target.now or 0,
     model = target.public_model or doc.model,
@@ -364,6 +376,7 @@ end
 -- ---- streaming --------------------------------------------------------------------
 
 function P.stream_start(target, request)
+  local moderation_target = target -- where a refusal is recorded
   target, request = target or EMPTY, request or EMPTY
   local strip = request.strip_usage_chunk
   if strip == nil then strip = target.strip_usage_chunk end
@@ -372,7 +385,7 @@ function P.stream_start(target, request)
     strip = strip ~= false, -- emit the usage chunk only when the client asked
     prompt_est = request.prompt_tokens_estimate or target.prompt_tokens_estimate or 0,
     id = nil, model = nil, tools = {}, ntools = 0, finish = nil,
-    prompt = nil, completion = nil, bytes = 0, done = false,
+    prompt = nil, completion = nil, bytes = 0, done = false, target = moderation_target,
   }
 end
 
@@ -444,6 +457,7 @@ function HANDLERS.message_delta(st, d)
   local out = EMPTY
   local reason = type(delta) == "table" and val(delta.stop_reason)
   if reason then
+    refusal(reason, st.target)
     st.finish = FINISH[reason] or "stop"
     out = { chunk(st, {}, st.finish) }
   end

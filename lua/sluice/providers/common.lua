@@ -123,6 +123,84 @@ function M.usage(prompt, completion, source)
            total_tokens = prompt + completion, source = source or "reported" }
 end
 
+-- ---- moderation -----------------------------------------------------------------
+--
+-- What a provider's safety system said about an answer, in one shape for
+-- every provider, left on the attempt's target as target.moderation:
+--   { source = provider name,
+--     flagged = any category above "safe", anything filtered or blocked
+--               (answer or prompt),
+--     blocked = the provider withheld content (a filtered category,
+--               finish_reason content_filter, Gemini SAFETY / blockReason,
+--               Anthropic refusal), answer or prompt,
+--     reason = the provider's own word for a block, or nil,
+--     categories = { hate = { severity = "safe"|"low"|"medium"|"high",
+--                             filtered = bool }, … }   (the answer's),
+--     prompt = { flagged, blocked, reason, categories } | nil }
+-- Category names are lower-case (Azure's as given; Gemini's without
+-- HARM_CATEGORY_, HATE_SPEECH as hate, SEXUALLY_EXPLICIT as sexual,
+-- DANGEROUS_CONTENT as dangerous). Detection-only categories (Azure
+-- jailbreak, protected_material_*) count as "high" when detected.
+
+M.SEVERITY = { safe = 0, low = 1, medium = 2, high = 3 }
+local SEVERITY, SEVERITY_NAME = M.SEVERITY, { [0] = "safe", "low", "medium", "high" }
+
+local function side()
+  return { flagged = false, blocked = false, categories = {} }
+end
+
+-- The target's moderation result, created on first use.
+function M.moderation(target, source)
+  local m = target.moderation
+  if not m then
+    m = side()
+    m.source = source
+    target.moderation = m
+  end
+  return m
+end
+
+-- The prompt side of a moderation result, created on first use.
+function M.moderation_prompt(m)
+  local p = m.prompt
+  if not p then p = side(); m.prompt = p end
+  return p
+end
+
+-- Record one category on a side `s` (a result or its prompt) of result m;
+-- a category seen twice (several choices, stream events) keeps the worst.
+function M.moderation_category(m, s, name, severity, filtered)
+  local rank = SEVERITY[severity] or 0
+  local c = s.categories[name]
+  if c then
+    if (SEVERITY[c.severity] or 0) > rank then rank = SEVERITY[c.severity] end
+    filtered = filtered or c.filtered
+  end
+  s.categories[name] = { severity = SEVERITY_NAME[rank], filtered = filtered == true }
+  if rank > 0 or filtered then s.flagged, m.flagged = true, true end
+  if filtered then s.blocked, m.blocked = true, true end
+end
+
+-- The provider withheld content on side s, for `reason`.
+function M.moderation_block(m, s, reason)
+  s.flagged, s.blocked, m.flagged, m.blocked = true, true, true, true
+  if s.reason == nil then s.reason = reason end
+  if m.reason == nil then m.reason = reason end
+end
+
+-- Azure's content_filter_results (one choice, or one prompt) into side s.
+function M.azure_filters(m, s, results)
+  if type(results) ~= "table" then return end
+  for name, r in pairs(results) do
+    if type(name) == "string" and type(r) == "table" and name ~= "error" then
+      local sev = val(r.severity)
+      local detected = val(r.detected)
+      if type(sev) ~= "string" then sev = detected == true and "high" or "safe" end
+      M.moderation_category(m, s, name, sev, val(r.filtered) == true)
+    end
+  end
+end
+
 -- The OpenAI error type for an HTTP status.
 local TYPE_BY_STATUS = {
   [400] = "invalid_request_error", [401] = "authentication_error",

@@ -326,6 +326,62 @@ P.FINISH = FINISH
 
 local function num(x) return type(x) == "number" and x or 0 end
 
+-- ---- safety ratings -> target.moderation (common.lua) ---------------------------
+
+local CATEGORY = {
+  HARM_CATEGORY_HATE_SPEECH = "hate", HARM_CATEGORY_SEXUALLY_EXPLICIT = "sexual",
+  HARM_CATEGORY_DANGEROUS_CONTENT = "dangerous", HARM_CATEGORY_HARASSMENT = "harassment",
+  HARM_CATEGORY_CIVIC_INTEGRITY = "civic_integrity",
+}
+local PROBABILITY = { NEGLIGIBLE = "safe", LOW = "low", MEDIUM = "medium", HIGH = "high" }
+-- Vertex AI also sends a severity; the worse of the two counts.
+local SEVERITY = { HARM_SEVERITY_NEGLIGIBLE = "safe", HARM_SEVERITY_LOW = "low",
+                   HARM_SEVERITY_MEDIUM = "medium", HARM_SEVERITY_HIGH = "high" }
+
+local function ratings(m, side, list)
+  if type(list) ~= "table" then return end
+  for _, r in ipairs(list) do
+    local cat = type(r) == "table" and val(r.category)
+    if type(cat) == "string" then
+      local name = CATEGORY[cat] or cat:gsub("^HARM_CATEGORY_", ""):lower()
+      local sev = PROBABILITY[val(r.probability)] or "safe"
+      local sev2 = SEVERITY[val(r.severity)]
+      if sev2 and common.SEVERITY[sev2] > common.SEVERITY[sev] then sev = sev2 end
+      common.moderation_category(m, side, name, sev, val(r.blocked) == true)
+    end
+  end
+end
+
+-- One GenerateContentResponse (whole, or a stream chunk) into
+-- target.moderation: candidates' safetyRatings and safety finish reasons,
+-- promptFeedback's safetyRatings and blockReason.
+local function read_moderation(doc, target)
+  if not target then return end
+  local cands = val(doc.candidates)
+  if type(cands) == "table" then
+    for _, cand in ipairs(cands) do
+      if type(cand) == "table" then
+        local list, reason = val(cand.safetyRatings), val(cand.finishReason)
+        local blocked = reason ~= nil and FINISH[reason] == "content_filter"
+        if list ~= nil or blocked then
+          local m = common.moderation(target, NAME)
+          ratings(m, m, list)
+          if blocked then common.moderation_block(m, m, reason) end
+        end
+      end
+    end
+  end
+  local pf = val(doc.promptFeedback)
+  if type(pf) == "table" then
+    local m = common.moderation(target, NAME)
+    local side = common.moderation_prompt(m)
+    ratings(m, side, val(pf.safetyRatings))
+    local br = val(pf.blockReason)
+    if type(br) == "string" then common.moderation_block(m, side, br) end
+  end
+end
+P.read_moderation = read_moderation
+
 local function usage_of(um)
   local prompt = num(val(um.promptTokenCount)) + num(val(um.toolUsePromptTokenCount))
   local thoughts = num(val(um.thoughtsTokenCount))
@@ -372,12 +428,13 @@ local function finish_of(reason, has_calls)
 end
 
 function P.chat_response(status, body, target)
-  target = target or EMPTY
   local doc = common.decode(body)
   if type(doc) ~= "table" then
     return nil, { status = 502, code = "upstream_invalid_response",
                   message = "the gemini backend sent a response that is not JSON" }
   end
+  read_moderation(doc, target)
+  target = target or EMPTY
   local choices, bytes, ncalls = {}, 0, 0
   local cands = val(doc.candidates)
   if type(cands) == "table" then
@@ -443,6 +500,7 @@ end
 -- ---- streaming ----------------------------------------------------------------------
 
 function P.stream_start(target, request)
+  local moderation_target = target -- where stream_event leaves safety results
   target, request = target or EMPTY, request or EMPTY
   local strip = request.strip_usage_chunk
   if strip == nil then strip = target.strip_usage_chunk end
@@ -451,7 +509,7 @@ function P.stream_start(target, request)
     created = target.now or 0, strip = strip ~= false,
     prompt_est = request.prompt_tokens_estimate or target.prompt_tokens_estimate or 0,
     id = nil, started = false, ncalls = 0, finish = nil, usage = nil, openai_usage = nil,
-    bytes = 0, done = false,
+    bytes = 0, done = false, target = moderation_target,
   }
 end
 
@@ -470,6 +528,7 @@ function P.stream_event(st, ev)
     st.done, st.errored = true, true
     return { error_of(doc.error, 500) }
   end
+  read_moderation(doc, st.target)
   local out = {}
   if not st.started then
     st.started = true

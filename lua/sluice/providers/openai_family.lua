@@ -52,6 +52,43 @@ local function choices_bytes(body)
   return n
 end
 
+-- Safety results in an answer or a chunk into target.moderation (see
+-- common.lua): Azure's prompt_filter_results (prompt_annotations in older
+-- API versions) and per-choice content_filter_results, and any choice
+-- ending with finish_reason content_filter. Nothing is created for an
+-- answer that carries none of these. The document is not changed.
+local function read_moderation(doc, target, source)
+  if not target then return end
+  local m
+  local pf = val(doc.prompt_filter_results)
+  if pf == nil then pf = val(doc.prompt_annotations) end
+  if type(pf) == "table" then
+    for _, p in ipairs(pf) do
+      local r = type(p) == "table" and val(p.content_filter_results)
+      if type(r) == "table" then
+        m = m or common.moderation(target, source)
+        common.azure_filters(m, common.moderation_prompt(m), r)
+      end
+    end
+  end
+  local choices = val(doc.choices)
+  if type(choices) ~= "table" then return end
+  for _, ch in ipairs(choices) do
+    if type(ch) == "table" then
+      local r = val(ch.content_filter_results)
+      if type(r) == "table" then
+        m = m or common.moderation(target, source)
+        common.azure_filters(m, m, r)
+      end
+      if val(ch.finish_reason) == "content_filter" then
+        m = m or common.moderation(target, source)
+        common.moderation_block(m, m, "content_filter")
+      end
+    end
+  end
+end
+M.read_moderation = read_moderation
+
 -- The OpenAI error table for an OpenAI-shaped (or unreadable) error body.
 function M.error_from(provider, status, body)
   local doc = common.decode(body)
@@ -131,6 +168,7 @@ function M.new(spec)
   function P.chat_response(status, body, target)
     local doc, err = answer_of(body, target)
     if not doc then return nil, err end
+    read_moderation(doc, target, name)
     local u = val(doc.usage)
     if type(u) == "table" then return doc, usage_of(u, "reported") end
     return doc, common.usage(target and target.prompt_tokens_estimate or 0,
@@ -146,6 +184,7 @@ function M.new(spec)
   -- request: the table chat_request returned (its strip_usage_chunk and
   -- prompt_tokens_estimate); target.strip_usage_chunk is read too.
   function P.stream_start(target, request)
+    local moderation_target = target -- where stream_event leaves safety results
     target = target or EMPTY
     request = request or EMPTY
     return {
@@ -153,6 +192,7 @@ function M.new(spec)
       public_model = target.public_model,
       prompt_est = request.prompt_tokens_estimate or target.prompt_tokens_estimate or 0,
       bytes = 0, done = false, finished = false, errored = false, usage = nil,
+      target = moderation_target,
     }
   end
 
@@ -170,6 +210,7 @@ function M.new(spec)
       return { M.error_from(name, 500, chunk) }
     end
     if state.public_model and chunk.model ~= nil then chunk.model = state.public_model end
+    read_moderation(chunk, state.target, name)
     local usage
     local u = val(chunk.usage)
     if type(u) == "table" then
