@@ -136,9 +136,7 @@ function capture.body_filter(ctx, conf, data, last)
         if anthropic then return "event: error\ndata: " .. conf.anthropic_error .. "\n\n" end
         return "data: " .. conf.openai_error .. "\n\n"
       end
-      -- ctx:set_status is the lead's to add (see the report); until then
-      -- the error body goes out with the provider's status
-      if ctx.set_status then ctx:set_status(conf.deny_status) end
+      ctx:set_status(conf.deny_status)
       return anthropic and conf.anthropic_error or conf.openai_error
     end
   end

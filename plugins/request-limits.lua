@@ -231,8 +231,18 @@ end
 
 -- ---- the phase -------------------------------------------------------------------
 
+-- The limits a live policy exception may relax for a consumer
+-- (exceptions: … grants: { limits: { max_prompt_tokens: 32000 } }).
+local RELAXABLE = { "max_body_bytes", "max_messages", "max_prompt_tokens", "max_tokens" }
+
 function limits.access(ctx, conf)
   local lim, scope = effective(conf, ctx.consumer)
+  for _, k in ipairs(RELAXABLE) do
+    if lim[k] then
+      local id, v = ctx:grant("limits", k)
+      if id and type(v) == "number" then lim[k] = v end
+    end
+  end
   if scope ~= "global" then ctx:annotate("limits_scope", scope) end
 
   for _, h in ipairs(lim.required_headers or {}) do

@@ -251,6 +251,15 @@ function ctx_methods.grant(self, kind, name)
   return id, value
 end
 
+-- body_filter of a whole (non-streamed) answer: the status the client gets
+-- instead of the backend's. No effect once the head is out (streams).
+function ctx_methods.set_status(self, status)
+  if type(status) ~= "number" or status < 200 or status > 599 or status % 1 ~= 0 then
+    error("ctx:set_status wants an HTTP status from 200 to 599", 2)
+  end
+  self[PRIV].status_override = status
+end
+
 -- A header on the answer to the client, served or denied.
 function ctx_methods.set_response_header(self, name, value)
   if not valid_name(name) then error("invalid header name", 2) end

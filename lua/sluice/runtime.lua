@@ -153,8 +153,9 @@ local function backend_facts(files, backends)
   return true
 end
 
+-- C checks the same list (core/policy.c); `governance` is the admin API's.
 local SECTIONS = { backends = true, default_backend = true, plugins = true, models = true,
-                   exceptions = true, exceptions_max_lifetime = true }
+                   exceptions = true, exceptions_max_lifetime = true, governance = true }
 
 local function check_sections(files)
   for _, f in ipairs(files) do
@@ -162,7 +163,7 @@ local function check_sections(files)
       for k in pairs(f.root) do
         if not SECTIONS[k] then
           return nil, ("%s:%d: %s: unknown policy section (known: backends, default_backend, "
-            .. "models, plugins, exceptions, exceptions_max_lifetime)"):format(
+            .. "models, plugins, exceptions, exceptions_max_lifetime, governance)"):format(
             f.path, line_of(f.lines, f.root, k), tostring(k))
         end
       end
@@ -390,17 +391,51 @@ function M.prepare(chain, st, n, name)
   return k, a, b, c
 end
 
--- An attempt's head arrived: "accept" or "next" (try the next target).
-function M.upstream_response(chain, st, status, headers, backend, attempt, more)
+-- Attempt `attempt` toward `backend` reached a point where nothing went to
+-- the client yet: its head arrived (status, headers; body: the whole body
+-- of an error answer when the gateway read it first), or it failed before
+-- answering (status 0, err "connect_error", "timeout", "reset", "tls",
+-- "dns", "protocol" or "error"). ms: the attempt's latency so far.
+-- Returns "accept", "next" (try the next target), "next", names (a plugin
+-- called ctx:set_targets: these are tried after this attempt, in place of
+-- the rest of the list), or "error", plugin, message.
+function M.upstream_response(chain, st, status, headers, backend, attempt, more, err, ms, body)
   local hmap = {}
   for i = 1, #headers, 2 do hmap[headers[i]] = headers[i + 1] end
-  st.response = { status = status, headers = hmap, backend = backend }
+  st.response = { status = status, headers = hmap, backend = backend, error = err }
   if st.route then st.route.backend = backend end
-  local info = { number = attempt or 1, backend = backend, status = status,
-                 headers = hmap, more = more and true or false }
+  attempt = attempt or 1
+  local info = { number = attempt, backend = backend, status = status, error = err,
+                 latency_ms = ms, body = body, headers = hmap, more = more and true or false }
+  local before = st.targets
   local kind, a, b = run(chain, "upstream_response", st, info)
+  local attempts = st.attempts
+  if not attempts then attempts = {}; st.attempts = attempts end
+  attempts[attempt] = { backend = backend, status = status, error = err,
+                        latency_ms = ms, outcome = kind == "next" and "next" or "served" }
   if kind == "error" then return "error", a, b end
-  return kind == "next" and "next" or "accept"
+  if kind ~= "next" then return "accept" end
+  local targets = st.targets
+  if targets == before or type(targets) ~= "table" then return "next" end
+  -- ctx:set_targets in this phase: the targets still to try
+  local names = {}
+  local ai = st.ai
+  for i = 1, #targets do
+    local name = targets[i].backend
+    if not chain.backends[name] then
+      return "error", st.targets_by or "upstream_response", "set_targets chose unknown backend '" .. name .. "'"
+    end
+    names[i] = name
+  end
+  if ai then
+    local by_backend = {}
+    for _, t in ipairs(ai.entry.targets) do by_backend[t.backend] = by_backend[t.backend] or t.model end
+    for i = #ai.targets, attempt + 1, -1 do ai.targets[i] = nil end
+    for i, t in ipairs(targets) do
+      ai.targets[attempt + i] = { backend = t.backend, model = t.model or by_backend[t.backend] or ai.public }
+    end
+  end
+  return "next", names
 end
 
 -- A body piece (an SSE event, or the whole body): returns the bytes to send
@@ -445,6 +480,9 @@ local function audit_fields(st)
   local u = st.usage
   if type(u) == "table" and next(u) ~= nil then add("usage", u) end
   if st.decisions then add("decisions", st.decisions) end
+  -- every attempt toward a backend: { backend, status, error, latency_ms,
+  -- outcome } (set by the gateway when the request ends)
+  if type(st.attempts) == "table" and #st.attempts > 0 then add("attempts", st.attempts) end
   if st.exceptions_used then add("exceptions", st.exceptions_used) end
   if st.notes then
     local by = {}
