@@ -504,6 +504,7 @@ function M.exceptions(chain, format)
     if #list == 0 then return "[]" end
     return services.json.encode(list)
   end
+  if #(chain.exceptions or {}) == 0 then return "" end -- the policy has none
   local soon = 0
   for _, e in ipairs(list) do if e.expiring then soon = soon + 1 end end
   local out = { ("exceptions: %d live, %d expiring within 7 days\n"):format(#list, soon) }
