@@ -81,7 +81,7 @@ local function compile_item(doc, f, list, i, item)
     return fail(".name", src.path .. ": a plugin table must not have a metatable")
   end
   local plugin = {}
-  for _, k in ipairs({ "name", "priority", "schema", "init", "access", "route",
+  for _, k in ipairs({ "name", "priority", "schema", "init", "phases", "access", "route",
                        "upstream_response", "body_filter", "log" }) do
     plugin[k] = rawget(loaded, k)
   end
@@ -122,6 +122,18 @@ local function compile_item(doc, f, list, i, item)
     env = env,
   }
   for _, phase in ipairs(M.PHASES) do entry[phase] = plugin[phase] end
+  -- phases(conf): the phases this configuration needs; the others are not
+  -- run at all (a stream is not framed for a filter that would pass it on).
+  if plugin.phases ~= nil then
+    if type(plugin.phases) ~= "function" then return fail(".name", src.path .. ": phases must be a function") end
+    local pok, used = sandbox.call(plugin.phases, doc.time_budget, conf)
+    if not pok or type(used) ~= "table" then
+      return fail(".name", "phases failed: " .. tostring(pok and "it must return a table of phase names" or used))
+    end
+    for _, phase in ipairs(M.PHASES) do
+      if not used[phase] then entry[phase] = nil end
+    end
+  end
   return entry
 end
 

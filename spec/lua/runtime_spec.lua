@@ -386,3 +386,18 @@ describe("the plugin runtime", function()
     end)
   end)
 end)
+
+describe("the plugin runtime, phases(conf)", function()
+  local t = require "sluice.test"
+  local runtime = require "sluice.runtime"
+  it("leaves out the phases a configuration does not need", function()
+    t.plugin_dirs = { "spec/fixtures/plugins" }
+    local off = t.chain({ { name = "phase-select" } })
+    assert.equals(runtime.PHASE_BIT.access, off.mask)
+    assert.equals(0, #off.body_filter)
+    local on = t.chain({ { name = "phase-select", config = { filter = true } } })
+    assert.equals(runtime.PHASE_BIT.access + runtime.PHASE_BIT.body_filter, on.mask)
+    local res = t.request(on, { json = {} })
+    assert.equals("HI", t.body_filter(on, res.ctx, "hi", true))
+  end)
+end)
