@@ -300,7 +300,11 @@ local function copy(v)
   if type(v) ~= "table" then return v end
   local c = {}
   for k, x in pairs(v) do c[k] = copy(x) end
-  return setmetatable(c, getmetatable(v))
+  -- sluice.json's array/object markers are locked: getmetatable gives
+  -- their names, the module the tables themselves
+  local mt = getmetatable(v)
+  if type(mt) == "string" then mt = json[mt] end
+  return setmetatable(c, mt)
 end
 
 local function query_string(q)
