@@ -465,7 +465,7 @@ function quota.log(ctx, conf, record)
     end
     ctx:annotate("quota_tokens", { prompt = prompt, completion = completion, source = source })
     if v.price then
-      ctx:annotate("quota_cost_usd", (prompt * v.price.input + completion * v.price.output) / 1e6)
+      ctx:annotate("cost_usd", (prompt * v.price.input + completion * v.price.output) / 1e6)
     end
   end
 end

@@ -99,6 +99,7 @@ describe("data-boundary plugin", function()
     local res = call(EU_CONFIDENTIAL)
     local _, audit = t.log(chain(), res.ctx)
     assert.equals("confidential", audit.annotations["data-boundary"].data_class)
+    assert.equals("confidential", audit.data_class) -- promoted to the top of the record
   end)
 
   it("refuses a default_class that is not a class, at load", function()

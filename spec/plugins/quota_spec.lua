@@ -295,7 +295,8 @@ describe("quota plugin", function()
       local who = team(fresh("costsettle"))
       local res = chat(c, who, { max_tokens = 50 }) -- $0.0002 reserved
       local _, audit = answer(c, res, 200, { prompt_tokens = 100, completion_tokens = 0 }) -- $0.0001 used
-      assert.equals(0.0001, audit.annotations.quota.quota_cost_usd)
+      assert.equals(0.0001, audit.annotations.quota.cost_usd)
+      assert.equals(0.0001, audit.cost_usd) -- promoted to the top of the record
       assert.equals("ok", chat(c, who, { max_tokens = 50 }).action)  -- 0.0001 + 0.0002 = budget
       assert.equals("deny", chat(c, who, { max_tokens = 0 }).action)
     end)
