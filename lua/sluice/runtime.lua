@@ -475,6 +475,10 @@ end
 -- plugins may add fields.
 -- What the policy adds to the request's audit record: JSON members, each
 -- with a leading comma, appended by C to the line it writes.
+-- Annotations any plugin may make that the record also carries at its top
+-- level, for reports: the request's data class, its cost in US dollars.
+local PROMOTED = { data_class = true, cost_usd = true }
+
 local function audit_fields(st)
   local out = {}
   local function add(key, v)
@@ -487,7 +491,10 @@ local function audit_fields(st)
   end
   local m = st.model
   if m then
-    add("model", { requested = m.requested, public = m.name, stream = m.stream })
+    local now = m.deprecated_at and os.time()
+    add("model", { requested = m.requested, public = m.name, stream = m.stream,
+                   deprecated = (now and now >= m.deprecated_at) or nil,
+                   sunset = (m.sunset_at and os.time() >= m.sunset_at) or nil })
   end
   local u = st.usage
   if type(u) == "table" and next(u) ~= nil then add("usage", u) end
@@ -497,13 +504,17 @@ local function audit_fields(st)
   if type(st.attempts) == "table" and #st.attempts > 0 then add("attempts", st.attempts) end
   if st.exceptions_used then add("exceptions", st.exceptions_used) end
   if st.notes then
-    local by = {}
+    local by, top = {}, nil
     for _, n in ipairs(st.notes) do
       local p = by[n.plugin]
       if not p then p = {}; by[n.plugin] = p end
       p[n.key] = n.value
+      if PROMOTED[n.key] then top = top or {}; top[n.key] = n.value end
     end
     add("annotations", by)
+    if top then
+      for k, v in pairs(top) do add(k, v) end
+    end
   end
   return concat(out)
 end
