@@ -93,13 +93,36 @@ int sl_lua_request(sl_lua *lua, const sl_chain *c, sl_http_req *r,
 int sl_lua_prepare(sl_lua *lua, const sl_chain *c, int ctx_ref, int attempt,
                    const char *backend, sl_buf *path, sl_lua_verdict *v);
 
-/* The head of attempt number `attempt` (1-based) arrived; `more` says
- * whether another target is left. Returns 1 to move on to the next target,
- * 0 to accept, or SL_EIO when a plugin failed (plugin/message filled). */
+/* Attempt number `attempt` (1-based) toward `backend` came to a point
+ * where nothing has reached the client: its head arrived (status, hdrs;
+ * body holds the whole body of an error answer when the proxy read it
+ * first, else NULL), or it failed before answering (status 0, `error` one
+ * of "connect_error", "timeout", "reset", "tls", "dns", "protocol",
+ * "error"). ms: the attempt's time so far. `more` says whether another
+ * target is left. Returns 0 to accept, 1 to move on to the next target, 2
+ * to move on with new targets (v->targets[0..v->ntargets): what to try
+ * after this attempt, replacing the rest of the list), or SL_EIO when a
+ * plugin failed (plugin/message filled). */
 int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
                              int status, const sl_http_hdr *hdrs, int n,
                              const char *backend, int attempt, int more,
-                             sl_lua_verdict *v);
+                             const char *error, double ms, const char *body,
+                             size_t bodylen, sl_lua_verdict *v);
+
+/* What the chain's upstream_response plugins set as limits on attempts,
+ * in their configuration (attempt_timeout, total_timeout: ms, the smallest
+ * wins; 0 when none sets one). Read once per policy version. */
+void sl_lua_attempt_limits(sl_lua *lua, const sl_chain *c,
+                           uint64_t *attempt_ms, uint64_t *total_ms);
+
+/* One attempt toward a backend, for the audit record. */
+typedef struct sl_lua_attempt {
+    const char *backend;
+    int status;          /* the backend's status, 0 without a head */
+    const char *error;   /* as for sl_lua_upstream_response, or NULL */
+    double ms;           /* from the attempt's start to its head or end */
+    const char *outcome; /* "next", "served", "failed", "aborted" */
+} sl_lua_attempt;
 
 /* Pass a body piece through the filters (and an AI answer through its
  * adapter first); v->status is set when the answer must carry another
@@ -109,11 +132,13 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
                        const char *data, size_t len, int last, const char **out,
                        size_t *outlen, sl_lua_verdict *v);
 
-/* The request is over: run the log phase with a few facts about it, and
+/* The request is over: run the log phase with a few facts about it (the
+ * attempts too: record.attempts, and the audit record's "attempts"), and
  * append to `record` what the policy adds to its audit record (JSON
  * members, each with a leading comma; nothing when there is nothing). */
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
-                const char *backend, sl_buf *record);
+                const char *backend, const sl_lua_attempt *attempts,
+                int nattempts, sl_buf *record);
 
 void sl_lua_unref(sl_lua *lua, int ref);
 

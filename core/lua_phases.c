@@ -210,7 +210,8 @@ int sl_lua_prepare(sl_lua *lua, const sl_chain *c, int ctx_ref, int attempt,
 int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
                              int status, const sl_http_hdr *hdrs, int n,
                              const char *backend, int attempt, int more,
-                             sl_lua_verdict *v)
+                             const char *error, double ms, const char *body,
+                             size_t bodylen, sl_lua_verdict *v)
 {
     lua_State *L = lua->L;
     int top = lua_gettop(L);
@@ -235,8 +236,17 @@ int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
     lua_pushstring(L, backend);
     lua_pushinteger(L, attempt);
     lua_pushboolean(L, more);
+    if (error)
+        lua_pushstring(L, error);
+    else
+        lua_pushnil(L);
+    lua_pushnumber(L, ms);
+    if (body)
+        lua_pushlstring(L, body, bodylen);
+    else
+        lua_pushnil(L);
     int rc = 0;
-    if (lua_pcall(L, 7, 3, 0) != 0) {
+    if (lua_pcall(L, 10, 3, 0) != 0) {
         verdict_error(v, "runtime", lua_tostring(L, -1));
         rc = SL_EIO;
     } else {
@@ -245,12 +255,61 @@ int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
             verdict_error(v, lua_tostring(L, top + 2),
                           lua_tostring(L, top + 3));
             rc = SL_EIO;
-        } else {
-            rc = res && strcmp(res, "next") == 0;
+        } else if (res && strcmp(res, "next") == 0) {
+            rc = 1;
+            if (lua_istable(L, top + 2)) { /* a plugin chose new targets */
+                int nt = (int)lua_objlen(L, top + 2);
+                v->ntargets = 0;
+                for (int i = 1; i <= nt && i <= SL_LUA_MAX_TARGETS; i++) {
+                    lua_rawgeti(L, top + 2, i);
+                    copy_str(v->targets[v->ntargets++], sizeof(v->targets[0]),
+                             L, -1);
+                    lua_pop(L, 1);
+                }
+                rc = 2;
+            }
         }
     }
     lua_settop(L, top);
     return rc;
+}
+
+static uint64_t smaller_limit(uint64_t cur, lua_State *L, int conf,
+                              const char *key)
+{
+    lua_getfield(L, conf, key);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        double ms = lua_tonumber(L, -1);
+        if (ms >= 1 && (cur == 0 || ms < (double)cur))
+            cur = (uint64_t)ms;
+    }
+    lua_pop(L, 1);
+    return cur;
+}
+
+void sl_lua_attempt_limits(sl_lua *lua, const sl_chain *c, uint64_t *attempt_ms,
+                           uint64_t *total_ms)
+{
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    *attempt_ms = *total_ms = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_getfield(L, -1, "upstream_response");
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, top + 2, i);
+            lua_getfield(L, -1, "conf");
+            if (lua_istable(L, -1)) {
+                int conf = lua_gettop(L);
+                *attempt_ms =
+                    smaller_limit(*attempt_ms, L, conf, "attempt_timeout");
+                *total_ms = smaller_limit(*total_ms, L, conf, "total_timeout");
+            }
+            lua_pop(L, 2);
+        }
+    }
+    lua_settop(L, top);
 }
 
 int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
@@ -288,8 +347,33 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
     return SL_EIO;
 }
 
+/* The attempts as a Lua list of { backend, status, error, latency_ms,
+ * outcome }, pushed on the stack. */
+static void push_attempts(lua_State *L, const sl_lua_attempt *a, int n)
+{
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, a[i].backend);
+        lua_setfield(L, -2, "backend");
+        lua_pushinteger(L, a[i].status);
+        lua_setfield(L, -2, "status");
+        if (a[i].error) {
+            lua_pushstring(L, a[i].error);
+            lua_setfield(L, -2, "error");
+        }
+        /* milliseconds to the microsecond: a stable, short audit value */
+        lua_pushnumber(L, (double)(int64_t)(a[i].ms * 1000 + 0.5) / 1000);
+        lua_setfield(L, -2, "latency_ms");
+        lua_pushstring(L, a[i].outcome);
+        lua_setfield(L, -2, "outcome");
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
-                const char *backend, sl_buf *record)
+                const char *backend, const sl_lua_attempt *attempts,
+                int nattempts, sl_buf *record)
 {
     lua_State *L = lua->L;
     int top = lua_gettop(L);
@@ -302,6 +386,14 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
     if (backend) {
         lua_pushstring(L, backend);
         lua_setfield(L, -2, "backend");
+    }
+    if (nattempts > 0 && lua_istable(L, top + 3)) {
+        /* What C saw is the record of the attempts: it replaces what the
+         * runtime noted along the way (the request state is ctx's). */
+        push_attempts(L, attempts, nattempts);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, top + 3, "attempts");
+        lua_setfield(L, -2, "attempts");
     }
     if (lua_pcall(L, 3, 1, 0) != 0) {
         sl_log_error("log phase failed: %s", lua_tostring(L, -1));

@@ -10,6 +10,26 @@
 
 /* ---- access log ----------------------------------------------------- */
 
+/* ,"attempts":[{backend, status, error, latency_ms, outcome}…], the shape
+ * the runtime's audit fields give them. */
+static void log_attempts(sl_buf *b, const preq *q)
+{
+    sl_buf_puts(b, ",\"attempts\":[");
+    for (int i = 0; i < q->nattempts; i++) {
+        const sl_lua_attempt *a = &q->attempts[i];
+        char name[200];
+        const char *be = a->backend ? a->backend : "";
+        size_t nl = sl_json_escape(name, sizeof(name), be, strlen(be));
+        sl_buf_printf(b, "%s{\"backend\":\"%.*s\",\"status\":%d", i ? "," : "",
+                      (int)nl, name, a->status);
+        if (a->error)
+            sl_buf_printf(b, ",\"error\":\"%s\"", a->error);
+        sl_buf_printf(b, ",\"latency_ms\":%.3f,\"outcome\":\"%s\"}", a->ms,
+                      a->outcome ? a->outcome : "");
+    }
+    sl_buf_puts(b, "]");
+}
+
 static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
                        const char *error, const sl_buf *policy)
 {
@@ -51,6 +71,8 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
                 (int)dl, d);
         }
     }
+    if (q && q->nattempts > 0 && q->v.ctx_ref == LUA_NOREF)
+        log_attempts(b, q); /* else the runtime's audit fields carry them */
     if (error)
         sl_buf_printf(b, ",\"error\":\"%s\"", error);
     if (policy && policy->len)
@@ -85,6 +107,8 @@ int sl_proxy_set_policy(sl_proxy *px, sl_policy *p, char *err, size_t errlen)
             return rc;
         }
     }
+    if (v->chain.mask & SL_PHASE_UPSTREAM_RESPONSE)
+        sl_lua_attempt_limits(px->lua, &v->chain, &v->attempt_ms, &v->total_ms);
     sl_policy_ref(p);
     v->policy = p;
     v->refs = 1;
@@ -109,7 +133,8 @@ static void preq_finish(preq *q, const char *error)
     q->fbuf.len = 0;
     if (q->v.ctx_ref != LUA_NOREF)
         sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
-                   q->be ? q->be->name : NULL, &q->fbuf);
+                   q->be ? q->be->name : NULL, q->attempts, q->nattempts,
+                   &q->fbuf);
     access_log(px->alog, q->r, q, error, &q->fbuf);
     if (ver->chain.mask)
         sl_lua_request_done(px->lua, &q->v);
@@ -117,6 +142,8 @@ static void preq_finish(preq *q, const char *error)
     sl_buf_release(&q->path);
     sl_buf_release(&q->fbuf);
     sl_buf_release(&q->fhead);
+    sl_buf_release(&q->hhead);
+    sl_buf_release(&q->hbody);
     sl_buf_release(&q->v.headers);
     sl_buf_release(&q->v.body);
     sl_buf_release(&q->v.resp_headers);
@@ -242,14 +269,130 @@ static void answer_respond(preq *q)
 
 static const sl_up_cbs up_cbs;
 
+/* ---- attempts ---------------------------------------------------------------
+ */
+
+/* The word the chain and the audit record use for a failed attempt. */
+static const char *error_reason(int err)
+{
+    switch (err) {
+    case SL_ETIMEDOUT:
+        return "timeout";
+    case SL_ECONNREFUSED:
+    case SL_ECONNECT:
+        return "connect_error";
+    case SL_ECONNRESET:
+    case SL_EEOF:
+        return "reset";
+    case SL_ETLS:
+        return "tls";
+    case SL_EDNS:
+        return "dns";
+    case SL_EPROTO:
+        return "protocol";
+    case SL_ECANCELED:
+        return "canceled";
+    }
+    return "error";
+}
+
+static double attempt_ms(const preq *q)
+{
+    return (double)(sl_now_ns() - q->attempt_ns) / 1e6;
+}
+
+/* Record how the current attempt went (once more overwrites). */
+static void note_attempt(preq *q, int status, int err, const char *outcome)
+{
+    sl_lua_attempt *a = &q->attempts[q->attempt];
+    a->backend = q->be->name;
+    a->status = status;
+    a->error = err ? error_reason(err) : NULL;
+    a->ms = attempt_ms(q);
+    a->outcome = outcome;
+    if (q->nattempts < q->attempt + 1)
+        q->nattempts = q->attempt + 1;
+}
+
+/* Another attempt may start: a target is left, the overall deadline has
+ * not passed, and nothing reached the client. */
+static int can_move_on(const preq *q)
+{
+    return q->attempt + 1 < q->ntargets &&
+           (!q->deadline_ns || sl_now_ns() < q->deadline_ns) &&
+           !q->r->head_sent;
+}
+
+static int backend_index(const sl_policy *p, const char *name)
+{
+    for (int j = 0; j < p->nbackends; j++)
+        if (strcmp(p->backends[j].name, name) == 0)
+            return j;
+    return -1;
+}
+
+/* Ask the chain about the current attempt: its head (status, hdrs, and
+ * the body when it was held), or its failure (status 0, err). 1 to move
+ * on (q->targets already holds what a plugin chose), 0 to accept, or
+ * SL_EIO when a plugin failed (q->v says which). */
+static int ask_chain(preq *q, int status, const sl_http_hdr *hdrs, int n,
+                     int err, const sl_buf *body)
+{
+    int rc = sl_lua_upstream_response(
+        q->px->lua, &q->ver->chain, q->v.ctx_ref, status, hdrs, n, q->be->name,
+        q->attempt + 1, can_move_on(q), err ? error_reason(err) : NULL,
+        attempt_ms(q), body ? (body->data ? body->data : "") : NULL,
+        body ? body->len : 0, &q->v);
+    if (rc == 2) { /* the rest of the list, as the plugin chose it */
+        const sl_policy *p = q->ver->policy;
+        int at = q->attempt + 1;
+        for (int i = 0; i < q->v.ntargets && at < SL_LUA_MAX_TARGETS; i++) {
+            int found = backend_index(p, q->v.targets[i]);
+            if (found < 0) {
+                snprintf(q->v.plugin, sizeof(q->v.plugin), "upstream_response");
+                snprintf(q->v.message, sizeof(q->v.message),
+                         "set_targets chose unknown backend '%s'",
+                         q->v.targets[i]);
+                return SL_EIO;
+            }
+            q->targets[at++] = found;
+        }
+        q->ntargets = at;
+        rc = 1;
+    }
+    if (rc < 0)
+        return rc;
+    return rc == 1 && can_move_on(q);
+}
+
 /* Start the current attempt. Returns 0 when it runs, 1 when the client was
  * already answered (the adapter refused the request), or SL_E*. */
 static int start_attempt(preq *q)
 {
     sl_http_req *r = q->r;
-    q->be = &q->ver->policy->backends[q->targets[q->attempt]];
+    version *ver = q->ver;
+    q->be = &ver->policy->backends[q->targets[q->attempt]];
+    memset(&q->res, 0, sizeof(q->res));
+    q->filter = FILTER_NONE;
+    q->fbuf.len = q->fhead.len = q->hhead.len = q->hbody.len = 0;
+    q->fscan = 0;
+    q->held = 0;
+    q->attempt_ns = sl_now_ns();
+    if (q->attempt == 0 && ver->total_ms)
+        q->deadline_ns = q->attempt_ns + ver->total_ms * 1000000;
+    /* The attempt's head must come within its own limit and within what
+     * the overall deadline leaves. */
+    uint64_t head_ms = ver->attempt_ms;
+    if (q->deadline_ns) {
+        uint64_t left =
+            q->deadline_ns > q->attempt_ns
+                ? (q->deadline_ns - q->attempt_ns + 999999) / 1000000
+                : 1;
+        if (!head_ms || left < head_ms)
+            head_ms = left;
+    }
     if (q->v.ai) {
-        int rc = sl_lua_prepare(q->px->lua, &q->ver->chain, q->v.ctx_ref,
+        int rc = sl_lua_prepare(q->px->lua, &ver->chain, q->v.ctx_ref,
                                 q->attempt + 1, q->be->name, &q->path, &q->v);
         if (rc == SL_EINVAL) { /* e.g. a feature this provider lacks */
             r->status = q->v.status;
@@ -268,7 +411,24 @@ static int start_attempt(preq *q)
     q->bufs[1] = uv_buf_init(body->data, (unsigned)body->len);
     q->paused = 0;
     return sl_up_start(q->px->up, q->be, q->bufs, body->len ? 2 : 1,
-                       r->method == HTTP_HEAD, &up_cbs, q, &q->x);
+                       r->method == HTTP_HEAD, head_ms, &up_cbs, q, &q->x);
+}
+
+/* Drop the current attempt and start the next target. */
+static void next_attempt(preq *q, const char *why)
+{
+    if (q->x) {
+        sl_up_cancel(q->x);
+        q->x = NULL;
+    }
+    sl_log_info("request %s: backend %s: %s, trying the next target", q->r->id,
+                q->be->name, why);
+    q->attempt++;
+    int rc = start_attempt(q);
+    if (rc < 0) {
+        q->res.err = rc;
+        answer_upstream_error(q);
+    }
 }
 
 static void write_head(preq *q, int status, const sl_http_hdr *hdrs, int n,
@@ -302,35 +462,31 @@ static int is_event_stream(const sl_http_hdr *hdrs, int n)
     return 0;
 }
 
-static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
-                    int64_t content_length)
+/* An attempt's head is known (with its body when it was held): the chain
+ * accepts it, or the request moves on. 0 when accepted and the answer is
+ * on its way; 1 when q moved on or was answered. */
+static int head_arrived(preq *q, int status, const sl_http_hdr *hdrs, int n,
+                        int64_t content_length, const sl_buf *body)
 {
-    preq *q = data;
     version *ver = q->ver;
-    q->res.status = status; /* for the log, whatever happens next */
     if ((ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) || q->v.ai) {
-        int rc = sl_lua_upstream_response(
-            q->px->lua, &ver->chain, q->v.ctx_ref, status, hdrs, n, q->be->name,
-            q->attempt + 1, q->attempt + 1 < q->ntargets, &q->v);
-        if (rc < 0 || (rc == 1 && q->attempt + 1 < q->ntargets)) {
-            sl_up_cancel(q->x);
+        int rc = ask_chain(q, status, hdrs, n, 0, body);
+        if (rc < 0) {
+            if (q->x)
+                sl_up_cancel(q->x);
             q->x = NULL;
-            if (rc == 1) {
-                sl_log_info("request %s: backend %s answered %d, trying the "
-                            "next target",
-                            q->r->id, q->be->name, status);
-                q->attempt++;
-                int started = start_attempt(q);
-                if (started >= 0)
-                    return; /* running, or already answered */
-                q->res.err = SL_ENOMEM;
-                answer_upstream_error(q);
-                return;
-            }
             answer_plugin_error(q);
-            return;
+            return 1;
+        }
+        if (rc == 1) {
+            char why[48];
+            snprintf(why, sizeof(why), "answered %d", status);
+            note_attempt(q, status, 0, "next");
+            next_attempt(q, why);
+            return 1;
         }
     }
+    note_attempt(q, status, 0, "served");
     /* AI answers are translated (and their usage read) like a filter. */
     if ((ver->chain.mask & SL_PHASE_BODY_FILTER) || q->v.ai) {
         if (is_event_stream(hdrs, n)) {
@@ -349,9 +505,33 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
                 sl_buf_append(&q->fhead, "\r\n", 2);
             }
         }
-        return;
+        return 0;
     }
     write_head(q, status, hdrs, n, content_length);
+    return 0;
+}
+
+static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
+                    int64_t content_length)
+{
+    preq *q = data;
+    q->res.status = status; /* for the log, whatever happens next */
+    /* An error answer is read whole before the chain judges it: the body
+     * tells a context-length error from another 400. */
+    if (status >= 400 && (q->ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE) &&
+        content_length <= HOLD_MAX_BODY) {
+        q->held = 1;
+        q->held_status = status;
+        q->held_cl = content_length;
+        for (int i = 0; i < n; i++) {
+            sl_buf_append(&q->hhead, hdrs[i].name.p, hdrs[i].name.n);
+            sl_buf_append(&q->hhead, ": ", 2);
+            sl_buf_append(&q->hhead, hdrs[i].value.p, hdrs[i].value.n);
+            sl_buf_append(&q->hhead, "\r\n", 2);
+        }
+        return;
+    }
+    head_arrived(q, status, hdrs, n, content_length, NULL);
 }
 
 /* Run one piece through the body filters and send what they return. */
@@ -406,12 +586,13 @@ static int filter_events(preq *q, int last)
     return 0;
 }
 
-static void up_body(void *data, const char *p, size_t n)
+/* Body bytes of an accepted answer. Returns -1 when q was finished (a
+ * filter failed), else 0. */
+static int body_piece(preq *q, const char *p, size_t n)
 {
-    preq *q = data;
     if (q->filter == FILTER_NONE) {
         sl_http_response_body(q->r, p, n);
-        return;
+        return 0;
     }
     if (q->fbuf.len + n > FILTER_MAX_BODY ||
         sl_buf_append(&q->fbuf, p, n) < 0) {
@@ -419,13 +600,15 @@ static void up_body(void *data, const char *p, size_t n)
         snprintf(q->v.plugin, sizeof(q->v.plugin), "body_filter");
         snprintf(q->v.message, sizeof(q->v.message),
                  "body too large to filter");
-        sl_up_cancel(q->x);
+        if (q->x)
+            sl_up_cancel(q->x);
         q->x = NULL;
         answer_plugin_error(q);
-        return;
+        return -1;
     }
     if (q->filter == FILTER_SSE && filter_events(q, 0) < 0) {
-        sl_up_cancel(q->x);
+        if (q->x)
+            sl_up_cancel(q->x);
         q->x = NULL;
         if (q->r->head_sent) {
             preq_finish(q, "body filter failed mid-stream");
@@ -433,7 +616,36 @@ static void up_body(void *data, const char *p, size_t n)
         } else {
             answer_plugin_error(q);
         }
+        return -1;
     }
+    return 0;
+}
+
+/* The held error answer is read (or too long to hold): let the chain
+ * judge it. 1 when q moved on or was finished; 0 when accepted (its body
+ * went the way of any body). */
+static int release_held(preq *q)
+{
+    sl_http_hdr hdrs[256];
+    int n = sl_proxy__parse_lines(&q->hhead, hdrs, 256);
+    q->held = 0;
+    if (head_arrived(q, q->held_status, hdrs, n, q->held_cl, &q->hbody))
+        return 1;
+    int rc = q->hbody.len ? body_piece(q, q->hbody.data, q->hbody.len) : 0;
+    q->hbody.len = 0;
+    return rc < 0;
+}
+
+static void up_body(void *data, const char *p, size_t n)
+{
+    preq *q = data;
+    if (q->held) {
+        if (sl_buf_append(&q->hbody, p, n) < 0 ||
+            q->hbody.len > HOLD_MAX_BODY) /* judged on what came so far */
+            release_held(q);
+        return;
+    }
+    body_piece(q, p, n);
 }
 
 static void up_read_done(void *data)
@@ -469,6 +681,31 @@ static int finish_whole(preq *q)
     return 0;
 }
 
+/* A streamed answer broke after its head went out: end the stream with an
+ * error event the client's SDK raises, instead of a cut connection. The
+ * partial event in fbuf, if any, never reached the client and is dropped. */
+static void end_stream_with_error(preq *q, int err)
+{
+    char msg[200], body[400];
+    snprintf(msg, sizeof(msg),
+             "the backend '%s' failed mid-stream (%s); the answer is "
+             "incomplete",
+             q->be->name, error_reason(err));
+    int n;
+    if (sl_ieq(q->r->path.p, q->r->path.n, "/v1/messages"))
+        n = snprintf(body, sizeof(body),
+                     "event: error\ndata: {\"type\":\"error\",\"error\":{"
+                     "\"type\":\"api_error\",\"message\":\"%s\"}}\n\n",
+                     msg);
+    else
+        n = snprintf(body, sizeof(body),
+                     "data: {\"error\":{\"message\":\"%s\",\"type\":"
+                     "\"upstream_error\",\"code\":\"upstream_stream_error\"}}"
+                     "\n\n",
+                     msg);
+    sl_http_response_body(q->r, body, (size_t)n);
+}
+
 static void up_done(void *data, const sl_up_result *res)
 {
     preq *q = data;
@@ -478,6 +715,11 @@ static void up_done(void *data, const sl_up_result *res)
     if (res->err && res->detail)
         sl_log_warn("request %s: backend %s: %s: %s", r->id, q->be->name,
                     sl_strerror(res->err), res->detail);
+    if (q->held) {
+        if (res->err == 0 && release_held(q))
+            return;
+        q->held = 0; /* a failure reading an error answer: a failed attempt */
+    }
     if (res->err == 0) {
         int rc = 0;
         if (q->filter == FILTER_WHOLE)
@@ -496,9 +738,32 @@ static void up_done(void *data, const sl_up_result *res)
         preq_finish(q, NULL);
         sl_http_response_end(r);
     } else if (!r->head_sent) {
+        /* Nothing reached the client: the chain may move on. */
+        if (res->err != SL_ECANCELED &&
+            (q->ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE)) {
+            int rc = ask_chain(q, 0, NULL, 0, res->err, NULL);
+            if (rc < 0) {
+                answer_plugin_error(q);
+                return;
+            }
+            if (rc == 1) {
+                note_attempt(q, 0, res->err, "next");
+                next_attempt(q, error_reason(res->err));
+                return;
+            }
+        }
+        note_attempt(q, res->status, res->err, "failed");
         answer_upstream_error(q);
     } else {
-        /* Part of the answer is out: a clean end would be a lie. */
+        /* Part of the answer is out: never retried, a clean end would be a
+         * lie. A filtered event stream ends with an error event instead. */
+        note_attempt(q, res->status, res->err, "failed");
+        if (q->filter == FILTER_SSE) {
+            end_stream_with_error(q, res->err);
+            preq_finish(q, "upstream failed mid-response");
+            sl_http_response_end(r);
+            return;
+        }
         preq_finish(q, "upstream failed mid-response");
         sl_http_response_abort(r);
     }
@@ -523,10 +788,7 @@ static int resolve_targets(preq *q)
         return 0;
     }
     for (int i = 0; i < q->v.ntargets; i++) {
-        int found = -1;
-        for (int j = 0; j < p->nbackends; j++)
-            if (strcmp(p->backends[j].name, q->v.targets[i]) == 0)
-                found = j;
+        int found = backend_index(p, q->v.targets[i]);
         if (found < 0) {
             snprintf(q->v.message, sizeof(q->v.message),
                      "route chose unknown backend '%s'", q->v.targets[i]);
@@ -564,6 +826,8 @@ static void on_request(sl_http_req *r, void *data)
     sl_buf_init(&q->fbuf, NULL);
     sl_buf_init(&q->fhead, NULL);
     sl_buf_init(&q->path, NULL);
+    sl_buf_init(&q->hhead, NULL);
+    sl_buf_init(&q->hbody, NULL);
     sl_buf_init(&q->v.headers, NULL);
     sl_buf_init(&q->v.body, NULL);
     sl_buf_init(&q->v.resp_headers, NULL);
@@ -611,8 +875,10 @@ static void on_abort(sl_http_req *r, void *data)
     preq *q = r->handler_data;
     if (!q)
         return;
-    if (q->x)
+    if (q->x) {
         sl_up_cancel(q->x); /* the backend stops working for nobody */
+        note_attempt(q, q->res.status, 0, "aborted");
+    }
     q->x = NULL;
     r->status = 499;
     preq_finish(q, "client closed the connection");

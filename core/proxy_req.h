@@ -8,6 +8,7 @@
 
 #define CLIENT_HIGH_WATER (256 * 1024) /* pause the backend above this */
 #define FILTER_MAX_BODY (64u << 20)    /* whole bodies held for a filter */
+#define HOLD_MAX_BODY (64 * 1024)      /* error bodies read before deciding */
 
 /* A policy version as this worker runs it: the C policy and its chain
  * compiled in the worker's Lua state. Requests hold a reference, so a
@@ -16,6 +17,8 @@ typedef struct version {
     int refs;
     sl_policy *policy;
     sl_chain chain;
+    uint64_t attempt_ms; /* limits the chain sets on attempts, 0: none */
+    uint64_t total_ms;
 } version;
 
 struct sl_proxy {
@@ -36,6 +39,10 @@ typedef struct preq {
     int targets[SL_LUA_MAX_TARGETS];
     int ntargets;
     int attempt;
+    uint64_t attempt_ns;  /* when the current attempt started */
+    uint64_t deadline_ns; /* 0, or when no further attempt may start */
+    sl_lua_attempt attempts[SL_LUA_MAX_TARGETS]; /* by attempt number */
+    int nattempts;
     sl_up_exchange *x;
     sl_buf head; /* the request head as sent upstream */
     uv_buf_t bufs[2];
@@ -46,6 +53,13 @@ typedef struct preq {
     sl_buf path;  /* AI requests: the adapter's path for this attempt */
     size_t fscan; /* bytes of fbuf already searched for an event's end */
     int fstatus;
+    /* An error answer held whole before the chain decides on it (the body
+     * says why: a context-length error is a 400 like any other). */
+    int held;
+    int held_status;
+    int64_t held_cl;
+    sl_buf hhead; /* its head, "name: value\r\n" lines */
+    sl_buf hbody;
     sl_up_result res;
     sl_lua_verdict v;
 } preq;

@@ -56,6 +56,7 @@ struct sl_up_exchange {
     sl_dns_waiter *dnsw;
     uint64_t start_ns;
     uint64_t conn_start_ns;
+    uint64_t head_deadline_ns; /* 0, or when the head must have arrived */
     sl_up_result res;
     int retried;
     int got_bytes;
@@ -198,6 +199,19 @@ static void fail_or_retry(sl_up_exchange *x, int err, const char *phase)
 /* ---- timers ---------------------------------------------------------------
  */
 
+/* A phase's timeout (ms), cut to what the attempt's head deadline leaves
+ * while the head has not arrived. */
+static uint64_t phase_timeout(const sl_up_exchange *x, uint64_t ms)
+{
+    if (!x->head_deadline_ns || x->res.status)
+        return ms;
+    uint64_t now = sl_now_ns();
+    uint64_t left = x->head_deadline_ns > now
+                        ? (x->head_deadline_ns - now + 999999) / 1000000
+                        : 1;
+    return left < ms || ms == 0 ? left : ms;
+}
+
 static void timeout_cb(sl_stream *s)
 {
     upconn *c = s->data;
@@ -209,7 +223,13 @@ static void timeout_cb(sl_stream *s)
     const char *phase = !c->stream.connected ? "connect"
                         : !x->got_bytes      ? "first_byte"
                                              : "read";
-    set_detail(x, "no answer from the backend within the %s timeout", phase);
+    if (x->head_deadline_ns && !x->res.status &&
+        sl_now_ns() + 1000000 >= x->head_deadline_ns)
+        set_detail(x, "no response head within the attempt's time limit%s",
+                   NULL);
+    else
+        set_detail(x, "no answer from the backend within the %s timeout",
+                   phase);
     finish(x, SL_ETIMEDOUT, phase);
 }
 
@@ -256,6 +276,8 @@ static int up_on_headers_complete(llhttp_t *p)
     int nhdrs = sl_http_head_slices(&c->head, c->hdrs);
     x->res.status = status;
     x->res.head_ns = sl_now_ns() - x->start_ns;
+    if (x->head_deadline_ns) /* the body runs under the idle timeout */
+        sl_stream_timer(&c->stream, x->be->idle_timeout, timeout_cb);
     int64_t cl = -1; /* for HEAD: the length a GET would have, if told */
     if (status == 204 || status == 304)
         cl = 0;
@@ -317,7 +339,8 @@ static void conn_on_read(sl_stream *s, const char *data, size_t len)
         return;
     }
     x->got_bytes = 1;
-    sl_stream_timer(&c->stream, x->be->idle_timeout, timeout_cb);
+    sl_stream_timer(&c->stream, phase_timeout(x, x->be->idle_timeout),
+                    timeout_cb);
     x->busy++;
     llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
     if (!x->canceled) {
@@ -377,7 +400,8 @@ static void conn_on_error(sl_stream *s, int err)
 static void send_request(sl_up_exchange *x)
 {
     upconn *c = x->conn;
-    sl_stream_timer(&c->stream, x->be->first_byte_timeout, timeout_cb);
+    sl_stream_timer(&c->stream, phase_timeout(x, x->be->first_byte_timeout),
+                    timeout_cb);
     int rc = sl_stream_write(&c->stream, x->req, x->nreq);
     if (rc == 0)
         rc = sl_stream_read_start(&c->stream);
@@ -501,7 +525,8 @@ static int start_new_conn(sl_up_exchange *x)
     c->x = x;
     x->conn = c;
     x->conn_start_ns = sl_now_ns();
-    sl_stream_timer(&c->stream, x->be->connect_timeout, timeout_cb);
+    sl_stream_timer(&c->stream, phase_timeout(x, x->be->connect_timeout),
+                    timeout_cb);
     struct sockaddr_storage ss;
     if (sl_dns_cached(x->u->dns, x->be->host, x->be->port, &ss) == 0) {
         do_connect(x, (struct sockaddr *)&ss);
@@ -537,8 +562,8 @@ sl_up *sl_up_new(uv_loop_t *loop, const sl_config *cfg)
 }
 
 int sl_up_start(sl_up *u, const sl_backend *be, const uv_buf_t *req,
-                unsigned nreq, int head_request, const sl_up_cbs *cbs,
-                void *data, sl_up_exchange **out)
+                unsigned nreq, int head_request, uint64_t head_ms,
+                const sl_up_cbs *cbs, void *data, sl_up_exchange **out)
 {
     pool *p = pool_for(u, be);
     sl_up_exchange *x = calloc(1, sizeof(*x));
@@ -555,6 +580,8 @@ int sl_up_start(sl_up *u, const sl_backend *be, const uv_buf_t *req,
     x->cbs = cbs;
     x->data = data;
     x->start_ns = sl_now_ns();
+    if (head_ms)
+        x->head_deadline_ns = x->start_ns + head_ms * 1000000;
     *out = x;
     upconn *c = p->idle;
     if (c) {

@@ -49,10 +49,12 @@ void sl_up_free(sl_up *u);
 
 /* Send the request in req[0..nreq) to be. The buffers must stay valid until
  * on_done (a dead pooled connection means sending them again). head_request
- * says the request was HEAD (the response has no body). */
+ * says the request was HEAD (the response has no body). head_ms, when not
+ * 0, caps the time from now to the response head (connect, send and first
+ * byte together) below the backend's own timeouts: one attempt's limit. */
 int sl_up_start(sl_up *u, const sl_backend *be, const uv_buf_t *req,
-                unsigned nreq, int head_request, const sl_up_cbs *cbs,
-                void *data, sl_up_exchange **out);
+                unsigned nreq, int head_request, uint64_t head_ms,
+                const sl_up_cbs *cbs, void *data, sl_up_exchange **out);
 
 /* Stop and resume reading the response (client backpressure). */
 void sl_up_pause(sl_up_exchange *x);
