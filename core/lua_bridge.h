@@ -74,6 +74,7 @@ typedef struct sl_lua_verdict {
                                   prepared by a provider adapter (sl_lua_prepare)
                                   and its answer translated (body_filter) */
     char model[128];           /* the public model, for x-sluice-model */
+    int end_stream;            /* body_filter: a filter ended the answer */
     struct sl_lua_reqbox *box; /* Lua's handle on the request: cut it off
                                   with sl_lua_request_done() */
     int box_ref;
@@ -112,8 +113,8 @@ int sl_lua_upstream_response(sl_lua *lua, const sl_chain *c, int ctx_ref,
 /* What the chain's upstream_response plugins set as limits on attempts,
  * in their configuration (attempt_timeout, total_timeout: ms, the smallest
  * wins; 0 when none sets one). Read once per policy version. */
-void sl_lua_attempt_limits(sl_lua *lua, const sl_chain *c,
-                           uint64_t *attempt_ms, uint64_t *total_ms);
+void sl_lua_attempt_limits(sl_lua *lua, const sl_chain *c, uint64_t *attempt_ms,
+                           uint64_t *total_ms);
 
 /* One attempt toward a backend, for the audit record. */
 typedef struct sl_lua_attempt {

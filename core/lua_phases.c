@@ -334,6 +334,9 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
          * that could not read the backend's answer). */
         if (lua_type(L, top + 2) == LUA_TNUMBER)
             v->status = (int)lua_tointeger(L, top + 2);
+        /* A third result "end": a filter ended the answer here. */
+        if (lua_type(L, top + 3) == LUA_TSTRING)
+            v->end_stream = 1;
         /* Anchored until the next call, so the bytes stay valid. */
         *out = lua_tolstring(L, top + 1, outlen);
         lua_rawgeti(L, LUA_REGISTRYINDEX, lua->anchor_ref);

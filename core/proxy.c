@@ -575,6 +575,8 @@ static int filter_events(preq *q, int last)
         if (filter_piece(q, p, evlen, 0) < 0)
             return SL_EIO;
         off += evlen;
+        if (q->v.end_stream) /* a filter ended the answer here */
+            return 1;
     }
     sl_buf_consume(b, off);
     q->fscan = b->len;
@@ -606,7 +608,16 @@ static int body_piece(preq *q, const char *p, size_t n)
         answer_plugin_error(q);
         return -1;
     }
-    if (q->filter == FILTER_SSE && filter_events(q, 0) < 0) {
+    int fe = q->filter == FILTER_SSE ? filter_events(q, 0) : 0;
+    if (fe == 1) { /* ended by a filter: the backend's rest is not read */
+        if (q->x)
+            sl_up_cancel(q->x);
+        q->x = NULL;
+        preq_finish(q, NULL);
+        sl_http_response_end(q->r);
+        return -1;
+    }
+    if (fe < 0) {
         if (q->x)
             sl_up_cancel(q->x);
         q->x = NULL;

@@ -133,6 +133,7 @@ function capture.body_filter(ctx, conf, data, last)
       record(ctx, m)
       if streaming then
         v.cut = true
+        ctx:end_stream()
         if anthropic then return "event: error\ndata: " .. conf.anthropic_error .. "\n\n" end
         return "data: " .. conf.openai_error .. "\n\n"
       end

@@ -421,6 +421,7 @@ function quota.body_filter(ctx, conf, data, last)
             v.cut = true
             ctx:decision("modify", "stream cut at the hard limit of " .. describe(l, h.max))
             ctx:annotate("quota_stream_cut", l.prefix)
+            ctx:end_stream() -- the backend's rest is not read, nor paid for further
             return cut_event(ctx, l, h.max)
           end
         end

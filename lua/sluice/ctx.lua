@@ -260,6 +260,13 @@ function ctx_methods.set_status(self, status)
   self[PRIV].status_override = status
 end
 
+-- body_filter: the piece this filter returns is the answer's last. The
+-- gateway stops reading the backend (the connection is closed, not
+-- reused), ends the answer to the client cleanly and runs log.
+function ctx_methods.end_stream(self)
+  self[PRIV].end_stream = true
+end
+
 -- A header on the answer to the client, served or denied.
 function ctx_methods.set_response_header(self, name, value)
   if not valid_name(name) then error("invalid header name", 2) end

@@ -468,11 +468,10 @@ function M.body_filter(chain, st, data, last)
   end
   local kind, a, b = run(chain, "body_filter", st, data, last)
   if kind == "error" then return "error", a, b end
-  return st.filtered or data, st.status_override
+  -- a filter called ctx:end_stream(): this piece is the answer's last
+  return st.filtered or data, st.status_override, st.end_stream and "end" or nil
 end
 
--- The request is over. record: a table of facts for the audit record;
--- plugins may add fields.
 -- What the policy adds to the request's audit record: JSON members, each
 -- with a leading comma, appended by C to the line it writes.
 -- Annotations any plugin may make that the record also carries at its top
@@ -542,6 +541,8 @@ function M.exceptions(chain, format)
   return concat(out)
 end
 
+-- The request is over (finished, failed or aborted). record: a table of
+-- facts for log plugins. Returns the audit fields.
 function M.log(chain, st, record)
   if #chain.log > 0 then
     record.notes = st.notes

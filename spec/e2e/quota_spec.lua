@@ -198,12 +198,18 @@ describe("quota in a running gateway", function()
     -- crosses 40 tokens long before the mock's 60 pieces are sent
     local gw = gateway(mock, { default_completion_tokens = 5,
                                limits = { { by = "team", tokens = 40 } } })
-    local who = { ["x-test-team"] = "streamer", ["x-mock-chunks"] = "60" }
+    -- 60 pieces 50 ms apart: the whole answer takes the mock 3 s
+    local who = { ["x-test-team"] = "streamer", ["x-mock-chunks"] = "60",
+                  ["x-mock-chunk-delay-ms"] = "50" }
     settle_in_window(60, 5)
     local body = json.encode({ model = "chat-fast", stream = true,
                                messages = { { role = "user", content = PROMPT } } })
+    local started = proc.now()
     local res = post(gw.port, who, body)
     assert.equals(200, res.status)
+    -- the cut ends the answer there: the gateway stops reading the backend
+    -- instead of draining (and dropping) the rest of its 3 s stream
+    assert.is_true(proc.now() - started < 2.0, "the answer ended only after the backend's")
     local evs = data_events(res.body)
     assert.equals("[DONE]", evs[#evs])
     local err = json.decode(evs[#evs - 1]).error
