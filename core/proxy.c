@@ -41,18 +41,28 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
     size_t pl = sl_json_escape(path, sizeof(path), r->path.p, r->path.n);
     double ms = (double)(sl_now_ns() - r->start_ns) / 1e6;
     /* The query string is not logged: some providers take keys there. */
-    sl_buf_printf(b,
-                  "{\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\","
-                  "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
-                  "\"bytes\":%llu,\"duration_ms\":%.3f",
-                  ts, r->id, r->client_addr, (int)r->method_name.n,
-                  r->method_name.p, (int)pl, path, r->status,
-                  (unsigned long long)r->bytes_sent, ms);
+    sl_buf_printf(
+        b,
+        "{\"v\":1,\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\","
+        "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
+        "\"bytes\":%llu,\"duration_ms\":%.3f",
+        ts, r->id, r->client_addr, (int)r->method_name.n, r->method_name.p,
+        (int)pl, path, r->status, (unsigned long long)r->bytes_sent, ms);
     if (q && q->ver)
         sl_buf_printf(b, ",\"policy_version\":\"%s\"", q->ver->policy->version);
     if (q && q->v.plugin[0] && q->v.action != SL_LUA_OK)
         sl_buf_printf(b, ",\"plugin\":\"%s\"", q->v.plugin);
+    if (q && q->first_byte_ns)
+        sl_buf_printf(b, ",\"ttft_ms\":%.3f",
+                      (double)(q->first_byte_ns - r->start_ns) / 1e6);
     if (q && q->be) {
+        sl_buf_printf(b, ",\"provider\":\"%s\"", q->be->provider);
+        if (q->be->region) {
+            char reg[130];
+            size_t rl = sl_json_escape(reg, sizeof(reg), q->be->region,
+                                       strlen(q->be->region));
+            sl_buf_printf(b, ",\"region\":\"%.*s\"", (int)rl, reg);
+        }
         sl_buf_printf(b,
                       ",\"backend\":\"%s\",\"upstream_status\":%d,"
                       "\"upstream_reused\":%s,\"upstream_head_ms\":%.3f",
@@ -535,6 +545,14 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
 }
 
 /* Run one piece through the body filters and send what they return. */
+/* Body bytes to the client; the first ones time the first token. */
+static int send_body(preq *q, const char *p, size_t n)
+{
+    if (n && !q->first_byte_ns)
+        q->first_byte_ns = sl_now_ns();
+    return sl_http_response_body(q->r, p, n);
+}
+
 static int filter_piece(preq *q, const char *p, size_t n, int last)
 {
     const char *out;
@@ -543,7 +561,7 @@ static int filter_piece(preq *q, const char *p, size_t n, int last)
     if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref, p, n, last,
                            &out, &outlen, &q->v) < 0)
         return SL_EIO;
-    return sl_http_response_body(q->r, out, outlen);
+    return send_body(q, out, outlen);
 }
 
 /* Cut complete SSE events (RFC: blank-line terminated) out of fbuf. */
@@ -593,7 +611,7 @@ static int filter_events(preq *q, int last)
 static int body_piece(preq *q, const char *p, size_t n)
 {
     if (q->filter == FILTER_NONE) {
-        sl_http_response_body(q->r, p, n);
+        send_body(q, p, n);
         return 0;
     }
     if (q->fbuf.len + n > FILTER_MAX_BODY ||
@@ -688,7 +706,7 @@ static int finish_whole(preq *q)
     int n = sl_proxy__parse_lines(&q->fhead, hdrs, 256);
     write_head(q, q->v.status > 0 ? q->v.status : q->fstatus, hdrs, n,
                (int64_t)outlen);
-    sl_http_response_body(q->r, out, outlen);
+    send_body(q, out, outlen);
     return 0;
 }
 
