@@ -442,7 +442,8 @@ local function used(ctx, v)
     return u.prompt_tokens, c, u.source or "reported"
   end
   local r = ctx.response
-  if not r or r.status >= 400 then return 0, 0, "no answer" end
+  -- status 0: the last attempt failed before any answer (fallback saw it)
+  if not r or r.status == 0 or r.status >= 400 then return 0, 0, "no answer" end
   if v.streamed > 0 then return v.prompt, ceil(v.streamed / 4), "streamed" end
   -- an answer without usage: keep the reservation
   return nil

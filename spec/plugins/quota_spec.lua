@@ -458,3 +458,26 @@ describe("quota plugin with a policy exception", function()
     assert.same({ "EXC-Q" }, audit.exceptions)
   end)
 end)
+
+describe("quota plugin settling a request no backend answered", function()
+  it("gives back the whole reservation when the last attempt failed before any answer", function()
+    local json = require "sluice.json"
+    t.plugin_dirs = { "plugins", "spec/fixtures/plugins" }
+    local team = "down-" .. os.time()
+    local c = t.chain({ { name = "test-consumer" },
+      { name = "quota", config = { default_completion_tokens = 100,
+                                   limits = { { by = "team", tokens = 150, period = "60s" } } } } },
+      { models = { m = { targets = { { backend = "mock" } } } } })
+    local function call()
+      return t.request(c, { headers = { ["x-test-consumer"] = json.encode({ id = team, team = team }) },
+                            json = { model = "m", messages = { { role = "user", content = "hi" } } } })
+    end
+    local res = call()
+    assert.equals("ok", res.action)
+    -- a fallback plugin reported the connect error as status 0
+    t.upstream_response(c, res.ctx, 0, {}, "mock", 1, false)
+    t.log(c, res.ctx)
+    -- nothing was charged: the next request's reservation fits again
+    assert.equals("ok", call().action)
+  end)
+end)
