@@ -589,6 +589,11 @@ static int mock_route(sl_http_req *r)
         send_json(r, 200, "{\"status\":\"ok\"}", 15);
         return 1;
     }
+    /* /v1/echo too: what a gateway passes through under /v1/ */
+    if (path_is(r, "/v1/echo")) {
+        echo(r);
+        return 1;
+    }
     if (!has_prefix(r->path.p, r->path.n, "/mock/"))
         return 0;
     if (path_is(r, "/mock/stats")) {

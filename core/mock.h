@@ -30,7 +30,7 @@
  *   GET /v1/models               the model list (OpenAI)
  *   GET /health
  *   GET /mock/stats              connections, requests, recorded (counts)
- *   ANY /mock/echo               the request as received, as JSON
+ *   ANY /mock/echo, /v1/echo     the request as received, as JSON
  *   GET /mock/requests           the last 50 provider calls received, oldest
  *                                first: {"total":N,"requests":[{"seq",
  *                                "method","path" (with query),"headers"

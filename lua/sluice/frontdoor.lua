@@ -234,14 +234,22 @@ function M.request(chain, st, method, path)
   if not cat then return nil end
   local door = DOORS[method .. " " .. path]
   if not door then
-    -- Other /v1/* calls (files, batches, …) pass through, but only to a
-    -- backend that speaks the OpenAI API: never half-understood elsewhere.
-    if path:sub(1, 4) == "/v1/" then
-      local be = chain.default_backend and chain.backends[chain.default_backend]
-      local family = be and adapter(be.provider).family
-      if family ~= "openai" then
-        return deny(404, "not_found", ("%s %s is not served here"):format(method, path))
+    -- With a catalog, models leave only through the front doors, where
+    -- every plugin sees them: another call naming a model (/v1/responses,
+    -- /v1/completions, a provider's own paths) is refused. Calls without
+    -- one (files, batches, …) pass through — under /v1/ only, and only to
+    -- a default backend that speaks the OpenAI API.
+    local raw = st.request:body()
+    if raw:find('"model"', 1, true) then
+      local j = st.request:json()
+      if type(j) == "table" and j.model ~= nil then
+        return deny(404, "not_found", ("%s %s is not served here: models are called through "
+          .. "/v1/chat/completions, /v1/embeddings or /v1/messages"):format(method, path))
       end
+    end
+    local be = chain.default_backend and chain.backends[chain.default_backend]
+    if path:sub(1, 4) ~= "/v1/" or not be or adapter(be.provider).family ~= "openai" then
+      return deny(404, "not_found", ("%s %s is not served here"):format(method, path))
     end
     return nil
   end

@@ -162,16 +162,16 @@ describe("key-auth in the gateway", function()
   end)
 
   it("removes a key header the gateway itself would forward, on a plain proxied path", function()
-    -- /mock/echo is outside the AI front doors: the client's headers pass
+    -- /v1/echo is outside the AI front doors: the client's headers pass
     -- through, so only key-auth keeps x-gateway-key from the backend.
-    local res = assert(http.request(gw.port, { path = "/mock/echo",
+    local res = assert(http.request(gw.port, { path = "/v1/echo",
       headers = { ["x-gateway-key"] = CHAT_KEY, ["x-team"] = "care" } }))
     assert.are.equal(200, res.status, res.body)
     local seen = http.echo_headers(res)
     assert.is_nil(seen["x-gateway-key"])
     assert.are.same({ "care" }, seen["x-team"])
     assert.is_nil(res.body:find(CHAT_KEY, 1, true))
-    local anon = assert(http.request(gw.port, { path = "/mock/echo" }))
+    local anon = assert(http.request(gw.port, { path = "/v1/echo" }))
     assert.are.equal(401, anon.status)
   end)
 

@@ -99,6 +99,18 @@ describe("catalog plugin", function()
     assert.same({ "gpt-4-turbo", "gpt-4o", "o-next" }, ids)
   end)
 
+  it("lets no model out through a path other than the front doors", function()
+    for _, path in ipairs({ "/v1/responses", "/v1/completions", "/openai/deployments/gpt-4o/chat/completions" }) do
+      local res = t.request(chain(), { path = path, json = { model = "gpt-4o", input = "hi" } })
+      assert.equals("deny", res.action, path)
+      assert.equals(404, res.status, path)
+      assert.equals("not_found", res.code, path)
+    end
+    -- calls that name no model pass through under /v1/ only
+    assert.equals("ok", t.request(chain(), { method = "GET", path = "/v1/files" }).action)
+    assert.equals(404, t.request(chain(), { method = "GET", path = "/admin/anything" }).status)
+  end)
+
   it("refuses a catalog whose replacement is not in it, naming the key", function()
     local ok, err = t.try_chain({ { name = "catalog" } },
       { models = { a = { targets = { { backend = "x" } }, replacement = "b" } }, backends = { x = {} } })
