@@ -109,6 +109,11 @@ function boundary.access(ctx, conf)
     return ctx:deny(403, "data_boundary",
       ("no approved backend may receive this request's %s data: %s"):format(cls, table.concat(why, "; ")))
   end
+  -- hold the boundary for the rest of the request, whatever runs later
+  -- (a fallback to a larger model, a route plugin)
+  local names = {}
+  for i, t in ipairs(keep) do names[i] = t.backend end
+  ctx:confine(names, ("this request's %s data may go only to %s"):format(cls, table.concat(names, ", ")))
   if #why > 0 then
     ctx:set_targets(keep)
     ctx:decision("modify", "removed targets: " .. table.concat(why, "; "))

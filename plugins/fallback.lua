@@ -279,6 +279,11 @@ function fallback.upstream_response(ctx, conf, attempt)
     ctx.vars.context_moved = true
     local target = { backend = bigger.backend, model = bigger.model }
     ctx:set_targets({ target })
+    if #ctx.route.targets == 0 then -- cut by the request's confinement
+      ctx:decision("flag", ("no context fallback to %s: outside this request's data boundary")
+        :format(where(target)))
+      return nil
+    end
     ctx.vars.order = { [n + 1] = target }
     ctx:decision("modify", ("fell back from %s to %s: context length exceeded")
       :format(where(order[n] or { backend = be }), where(target)))

@@ -306,8 +306,44 @@ function ctx_methods.set_targets(self, targets)
       error("set_targets: target " .. i .. ".model must be a string", 2)
     end
   end
-  st.targets, st.targets_by = list, self[ENTRY].name
-  if M.on_targets then M.on_targets(st, list) end
+  st.targets, st.targets_by = M.confined(st, list), self[ENTRY].name
+  if M.on_targets then M.on_targets(st, st.targets) end
+end
+
+-- From now on this request may go only to `backends` (names): every later
+-- target list — set_targets, a route, a fallback's next targets — is cut
+-- to them, whoever sets it. Confining twice keeps what both allow. The
+-- data boundary holds even against a plugin that runs after it.
+function ctx_methods.confine(self, backends, reason)
+  if type(backends) ~= "table" then error("confine wants a list of backend names", 2) end
+  local st = self[PRIV]
+  local set = {}
+  for _, b in ipairs(backends) do
+    if type(b) ~= "string" then error("confine wants a list of backend names", 2) end
+    set[b] = true
+  end
+  local cur = st.confined
+  if cur then
+    for b in next, cur do
+      if not set[b] then cur[b] = nil end
+    end
+  else
+    st.confined = set
+  end
+  st.confined_why = type(reason) == "string" and reason:sub(1, 300) or nil
+  st.confined_by = self[ENTRY].name
+  if st.targets then st.targets = M.confined(st, st.targets) end
+end
+
+-- `list` ({ { backend, … } }) without the backends the request may not use.
+function M.confined(st, list)
+  local set = st.confined
+  if not set then return list end
+  local out = {}
+  for i = 1, #list do
+    if set[list[i].backend] then out[#out + 1] = list[i] end
+  end
+  return out
 end
 
 local ctx_fields = {

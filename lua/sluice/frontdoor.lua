@@ -294,9 +294,14 @@ function M.request(chain, st, method, path)
       names[i] = t.backend
     end
   else
-    for i, t in ipairs(entry.targets) do
-      targets[i] = t
-      names[i] = t.backend
+    for _, t in ipairs(entry.targets) do
+      if not st.confined or st.confined[t.backend] then
+        targets[#targets + 1] = t
+        names[#names + 1] = t.backend
+      end
+    end
+    if #targets == 0 then
+      return deny(403, "data_boundary", st.confined_why or "no backend this request may go to serves it")
     end
   end
   st.ai = { door = door, internal = internal, entry = entry, targets = targets,

@@ -275,8 +275,8 @@ local function run(chain, phase, st, a1, a2)
     elseif phase == "route" and type(res) == "table" then
       local list = route_targets(res)
       if not list then return "error", e.name, "route must return a list of backend names" end
-      st.targets, st.targets_by = list, e.name
-      if ctxmod.on_targets then ctxmod.on_targets(st, list) end
+      st.targets, st.targets_by = ctxmod.confined(st, list), e.name
+      if ctxmod.on_targets then ctxmod.on_targets(st, st.targets) end
     elseif phase == "upstream_response" and res == "next" then
       return "next"
     elseif phase == "body_filter" and type(res) == "string" then
@@ -353,6 +353,10 @@ function M.request(chain, handle, id, method, path, query, source)
       end
     end
     if #targets == 0 then
+      if st.confined then
+        return "deny", keep, 403, "data_boundary", st.confined_why or
+          "no backend this request may go to serves it", deny_headers(st), st.confined_by
+      end
       return "deny", keep, 503, "no_target", "no backend may serve this request under the current policy",
         deny_headers(st), st.targets_by
     end
@@ -429,7 +433,9 @@ function M.upstream_response(chain, st, status, headers, backend, attempt, more,
   if kind ~= "next" then return "accept" end
   local targets = st.targets
   if targets == before or type(targets) ~= "table" then return "next" end
-  -- ctx:set_targets in this phase: the targets still to try
+  -- ctx:set_targets in this phase: the targets still to try (none left
+  -- inside the request's confinement: this answer stands)
+  if #targets == 0 then return "accept" end
   local names = {}
   local ai = st.ai
   for i = 1, #targets do

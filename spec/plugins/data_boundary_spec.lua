@@ -117,3 +117,30 @@ describe("data-boundary plugin", function()
     assert.equals(403, res.status)
   end)
 end)
+
+describe("data-boundary holding against later plugins", function()
+  it("keeps a later set_targets, route or fallback from widening the boundary", function()
+    t.plugin_dirs = { "plugins", "spec/fixtures/plugins" }
+    local c = t.chain({ { name = "test-consumer" }, { name = "data-boundary" },
+                        { name = "route-to", path = "spec/fixtures/plugins/route-to.lua",
+                          config = { backends = { "openai", "azure-eu" } } } },
+                      { models = MODELS, backends = BACKENDS })
+    local res = t.request(c, { headers = { ["x-test-consumer"] = json.encode(EU_CONFIDENTIAL) },
+                               json = { model = "gpt-4o", messages = {} } })
+    assert.equals("ok", res.action)
+    assert.same({ "azure-eu" }, res.targets)
+  end)
+
+  it("refuses when a later plugin's choice lies wholly outside it", function()
+    t.plugin_dirs = { "plugins", "spec/fixtures/plugins" }
+    local c = t.chain({ { name = "test-consumer" }, { name = "data-boundary" },
+                        { name = "route-to", path = "spec/fixtures/plugins/route-to.lua",
+                          config = { backends = { "openai" } } } },
+                      { models = MODELS, backends = BACKENDS })
+    local res = t.request(c, { headers = { ["x-test-consumer"] = json.encode(EU_CONFIDENTIAL) },
+                               json = { model = "gpt-4o", messages = {} } })
+    assert.equals("deny", res.action)
+    assert.equals(403, res.status)
+    assert.equals("data_boundary", res.code)
+  end)
+end)
