@@ -85,7 +85,11 @@ static int cache_gc(lua_State *L)
     return 0;
 }
 
-/* "o" and "j" (OpenResty's compile-once and JIT) are accepted and implied. */
+/* "o" and "j" (OpenResty's compile-once and JIT) are accepted and implied.
+ * "u" is UTF-8 with Unicode properties (\b, \w and case folding beyond
+ * ASCII), and a subject that is not valid UTF-8 is still searched (its
+ * valid parts can match) rather than refused: a policy rule must not be
+ * dodged by one bad byte. */
 static uint32_t opts_from_flags(lua_State *L, int idx)
 {
     static const char letters[] = "imsxuoj";
@@ -93,7 +97,8 @@ static uint32_t opts_from_flags(lua_State *L, int idx)
                                     PCRE2_MULTILINE,
                                     PCRE2_DOTALL,
                                     PCRE2_EXTENDED,
-                                    PCRE2_UTF,
+                                    PCRE2_UTF | PCRE2_UCP |
+                                        PCRE2_MATCH_INVALID_UTF,
                                     0,
                                     0};
     size_t n;

@@ -45,7 +45,7 @@ function guard.init(conf)
       error("rules[" .. i .. "] (" .. r.name .. "): a deny or flag rule needs a reason", 0)
     end
     local rule = { name = r.name, pattern = r.pattern, action = r.action,
-                   flags = r.ignore_case and "i" or nil,
+                   flags = r.ignore_case and "iu" or "u", -- UTF-8 text: \b, case beyond ASCII
                    roles = role_set(r.roles or conf.roles) }
     if r.action == "deny" then
       rule.message = ("the prompt was blocked by policy rule '%s': %s"):format(r.name, r.reason)

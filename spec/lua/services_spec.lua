@@ -189,8 +189,15 @@ describe("sluice.re", function()
     assert.matches("regex match limit exceeded", err, 1, true)
   end)
 
-  it("rejects invalid UTF-8 subjects in utf mode", function()
-    assert.has_error(function() re.match("\255", ".", "u") end)
+  it("searches the valid parts of an invalid UTF-8 subject in utf mode, never refusing it", function()
+    -- a policy rule must not be dodged by one bad byte
+    assert.is_nil(re.match("\255", ".", "u"))
+    assert.are.same({ 5, 10 }, { re.find("ab\255 secret", "secret", "u") })
+  end)
+
+  it("knows Unicode words and case in utf mode", function()
+    assert.truthy(re.find("mein пароль ist", [[\bпароль\b]], "u"))
+    assert.truthy(re.find("GEHEIMSACHE ÜBER", "geheimsache über", "iu"))
   end)
 
   it("finds like string.find, with init and captures", function()
