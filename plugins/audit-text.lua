@@ -16,7 +16,7 @@ audit_text.schema = {
 }
 
 function audit_text.phases(conf)
-  return { access = conf.prompt, body_filter = conf.completion }
+  return { access = conf.prompt, body_filter = conf.completion, log = conf.completion }
 end
 
 local concat = table.concat
@@ -44,39 +44,71 @@ function audit_text.access(ctx, conf)
         if #out > before then out[before + 1] = tostring(m.role) .. ": " .. out[before + 1] end
       end
     end
-  elseif body.input ~= nil then
-    text_of(body.input, out)
+  elseif type(body.input) == "string" then
+    out[1] = body.input
+  elseif type(body.input) == "table" then -- embeddings: a list of strings
+    for _, x in ipairs(body.input) do
+      if type(x) == "string" then out[#out + 1] = x end
+    end
   end
   if #out > 0 then ctx:annotate("prompt", concat(out, "\n"):sub(1, conf.max_chars)) end
 end
 
--- Answers reach body_filter in the OpenAI shape: a whole body, or SSE
--- events with choices[].delta.content.
-function audit_text.body_filter(ctx, conf, data, last)
+-- The text of one answer document: OpenAI choices (message or delta), or
+-- Anthropic content blocks and content_block_delta events.
+local function answer_text(d, parts)
+  if type(d) ~= "table" then return end
+  if type(d.choices) == "table" then
+    for _, ch in ipairs(d.choices) do
+      local m = type(ch) == "table" and (ch.delta or ch.message)
+      if type(m) == "table" and type(m.content) == "string" then parts[#parts + 1] = m.content end
+    end
+  elseif type(d.content) == "table" then
+    for _, b in ipairs(d.content) do
+      if type(b) == "table" and type(b.text) == "string" then parts[#parts + 1] = b.text end
+    end
+  elseif type(d.delta) == "table" and type(d.delta.text) == "string" then
+    parts[#parts + 1] = d.delta.text
+  end
+end
+
+-- Each SSE "data:" line's JSON, found with plain searches (an event can be
+-- long: no pattern backtracking over it).
+local function each_data(data, fn)
+  local at = 1
+  while true do
+    local i = data:find("data:", at, true)
+    if not i then return end
+    local j = data:find("\n", i, true) or #data + 1
+    local line = data:sub(i + 5, j - 1)
+    if line:byte(1) == 32 then line = line:sub(2) end
+    if line ~= "[DONE]" then fn(sluice.json.decode(line)) end
+    at = j + 1
+  end
+end
+
+-- Answers reach body_filter translated for the client's door: a whole
+-- body, or SSE events.
+function audit_text.body_filter(ctx, conf, data)
   local v = ctx.vars
   local parts = v.parts
   if not parts then parts = {}; v.parts = parts; v.n = 0 end
-  if v.n < conf.max_chars then
-    local ct = ctx.response and ctx.response.headers["content-type"] or ""
-    local docs = {}
-    if ct:find("text/event-stream", 1, true) then
-      for line in data:gmatch("data: ([^\n]+)") do
-        if line ~= "[DONE]" then docs[#docs + 1] = sluice.json.decode(line) end
-      end
-    else
-      docs[1] = sluice.json.decode(data)
-    end
-    for _, d in ipairs(docs) do
-      for _, ch in ipairs(type(d) == "table" and type(d.choices) == "table" and d.choices or {}) do
-        local m = type(ch) == "table" and (ch.delta or ch.message)
-        if type(m) == "table" and type(m.content) == "string" then
-          parts[#parts + 1] = m.content
-          v.n = v.n + #m.content
-        end
-      end
-    end
+  if v.n >= conf.max_chars then return end
+  local before = #parts
+  local ct = ctx.response and ctx.response.headers["content-type"] or ""
+  if ct:find("text/event-stream", 1, true) then
+    each_data(data, function(d) answer_text(d, parts) end)
+  else
+    answer_text(sluice.json.decode(data), parts)
   end
-  if last and #parts > 0 then ctx:annotate("completion", concat(parts):sub(1, conf.max_chars)) end
+  for i = before + 1, #parts do v.n = v.n + #parts[i] end
+end
+
+-- Recorded when the request is over, however it ended (a stream cut by
+-- quota or moderation included).
+function audit_text.log(ctx, conf)
+  local parts = ctx.vars.parts
+  if parts and #parts > 0 then ctx:annotate("completion", concat(parts):sub(1, conf.max_chars)) end
 end
 
 return audit_text

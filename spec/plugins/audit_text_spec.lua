@@ -43,6 +43,28 @@ describe("audit-text plugin", function()
     assert.is_nil(rec:find("bob@", 1, true))
   end)
 
+  it("records the completion of a stream a filter cut short, and long events", function()
+    local c = chain({ completion = true })
+    local res = ask(c, "hi")
+    t.upstream_response(c, res.ctx, 200, { ["content-type"] = "text/event-stream" })
+    local long = string.rep("x", 3000)
+    t.body_filter(c, res.ctx, ('data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n'):format(long), false)
+    -- no last piece: the stream ended early
+    local _, audit = t.log(c, res.ctx)
+    assert.equals(3000, #audit.annotations["audit-text"].completion)
+  end)
+
+  it("records an answer in the Anthropic shape", function()
+    local c = chain({ completion = true })
+    local res = t.request(c, { path = "/v1/messages", json = { model = "m", max_tokens = 5,
+                                                             messages = { { role = "user", content = "hi" } } } })
+    t.upstream_response(c, res.ctx, 200, { ["content-type"] = "text/event-stream" })
+    t.body_filter(c, res.ctx, 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+      .. '"delta":{"type":"text_delta","text":"Bonjour"}}\n\n', false)
+    local _, audit = t.log(c, res.ctx)
+    assert.equals("Bonjour", audit.annotations["audit-text"].completion)
+  end)
+
   it("records nothing for a request outside the AI front door", function()
     local c = chain({})
     local res = t.request(c, { method = "GET", path = "/v1/files" })
