@@ -34,6 +34,65 @@ typedef struct sl_timeouts { /* milliseconds */
 
 enum { SL_LOG_ERROR, SL_LOG_WARN, SL_LOG_INFO, SL_LOG_DEBUG };
 
+/* Admin roles; a token holds a set of them (admin implies every other). */
+enum {
+    SL_ROLE_READ = 1,    /* status, versions, audit, metrics */
+    SL_ROLE_PROPOSE = 2, /* validate, diff, submit a change */
+    SL_ROLE_APPROVE = 4, /* approve someone else's change, publish it */
+    SL_ROLE_ADMIN = 8,   /* publish directly, rollback, reload */
+};
+
+/* An admin bearer token as configured: only its SHA-256 is kept. */
+typedef struct sl_admin_token {
+    char *name;
+    char sha256[65]; /* lowercase hex of SHA-256(token) */
+    unsigned roles;  /* SL_ROLE_* bits */
+} sl_admin_token;
+
+/* The admin API (sluice.yaml `admin:`); enabled when a listener is set. */
+typedef struct sl_admin_cfg {
+    int enabled;
+    sl_listen_cfg listen;
+    char *state_dir; /* versions, changes; default: state/ beside the config */
+    char *audit_log; /* default: <state_dir>/admin-audit.log */
+    sl_admin_token *tokens;
+    int ntokens;
+    uint32_t max_failures;   /* failed logins per address per window */
+    uint64_t failure_window; /* ms; also how long an address is locked out */
+    int keep_versions;       /* stored versions kept for rollback */
+} sl_admin_cfg;
+
+/* The audit log's HTTP sink (sluice.yaml `log.audit_http`): batches of
+ * records POSTed as newline-delimited JSON. Header values are secret
+ * references, resolved when the logs open (log.c), never logged. */
+typedef struct sl_audit_http_cfg {
+    char *url; /* NULL: no HTTP sink */
+    char *ca_file;
+    uint64_t batch;   /* bytes per POST at most (a record is never split) */
+    uint64_t flush;   /* ms a record waits for its batch to fill */
+    uint64_t timeout; /* ms for one POST: connect, send, answer */
+    char **header_names;
+    char **header_refs; /* "env:NAME" or "file:/path" */
+    int *header_lines;  /* where each was configured, for errors */
+    int nheaders;
+} sl_audit_http_cfg;
+
+/* sluice.yaml `cluster:`: several instances sharing one Redis (see
+ * cluster.h and docs/scale-out.md). Disabled when the section is absent. */
+typedef struct sl_cluster_cfg {
+    int enabled;
+    char host[256];
+    uint16_t port;
+    int db;
+    char *password_ref;      /* "env:NAME" or "file:/path", or NULL */
+    char *instance;          /* this instance's name in the cluster */
+    char *prefix;            /* of every Redis key and channel */
+    uint64_t flush_interval; /* ms an increment waits before it is sent */
+    uint64_t flush_units;    /* units pending that are sent at once */
+    int fail_closed;         /* default for counters while Redis is down */
+    uint64_t timeout;        /* ms to connect, and for a reply */
+} sl_cluster_cfg;
+
 typedef struct sl_config {
     char *path;
     int workers;
@@ -47,6 +106,8 @@ typedef struct sl_config {
     uint64_t dns_ttl;               /* ms a resolved address is reused */
     char *access_log;               /* path, "stdout", or NULL (off) */
     char *error_log;                /* path or NULL (stderr) */
+    uint64_t audit_queue; /* bytes of audit records a sink may hold */
+    sl_audit_http_cfg audit_http;
     int log_level;
     int mock_enabled; /* run the built-in mock provider */
     sl_listen_cfg mock_listen;
@@ -61,6 +122,12 @@ typedef struct sl_config {
                          check runs where the secrets are not) */
     uint64_t lua_time_budget;   /* ms one plugin call may run */
     uint64_t lua_memory_budget; /* bytes one plugin call may add */
+    sl_admin_cfg admin;
+    struct {
+        int consumer_labels; /* the consumer's team as a metric label */
+        int max_series;      /* label sets per metric family */
+    } metrics;               /* sluice.yaml `metrics:` */
+    sl_cluster_cfg cluster;
 } sl_config;
 
 /* Defaults for every setting (no listener, no policy dir). */

@@ -172,6 +172,8 @@ int sl_http_response_body(sl_http_req *r, const char *p, size_t n)
     if (n == 0 || r->no_body)
         return 0;
     sl_buf *o = &r->conn->out;
+    if (r->bytes_sent == 0)
+        r->first_byte_ns = sl_now_ns(); /* time to first token */
     r->bytes_sent += n;
     if (!r->chunked)
         return sl_buf_append(o, p, n);

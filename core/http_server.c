@@ -278,6 +278,7 @@ static void dispatch(sl_http_conn *c)
     sl_http_req *r = &c->req;
     r->status = 0;
     r->bytes_sent = 0;
+    r->first_byte_ns = 0;
     r->head_sent = r->chunked = r->close_delimited = r->no_body = 0;
     c->srv->h.on_request(r, c->srv->h.data);
 }

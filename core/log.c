@@ -1,5 +1,8 @@
-/* log.c — error log and buffered access log (see log.h). */
+/* log.c — error log and buffered access log (see log.h). The access
+ * log's delivery (file, stdout, collector) is audit_sink.c's. */
 #include "log.h"
+#include "audit_sink.h"
+#include "secret.h"
 #include "util.h"
 
 #include <errno.h>
@@ -32,6 +35,66 @@ static int open_log(const char *path, char *err, size_t errlen)
     return fd;
 }
 
+/* Resolve the collector's header values (secret references) into hs;
+ * SL_ECONFIG naming file, line and key when one cannot be read. */
+static int resolve_headers(const sl_config *c, sl_fetch_header *hs, char *err,
+                           size_t errlen)
+{
+    const sl_audit_http_cfg *h = &c->audit_http;
+    sl_secret_rules rules = {c->secret_dirs, c->nsecret_dirs, NULL, -1};
+    for (int i = 0; i < h->nheaders; i++) {
+        const char *why;
+        char *v = NULL;
+        hs[i].name = h->header_names[i];
+        if (sl_secret_resolve(h->header_refs[i], &rules, &v, NULL, &why) < 0) {
+            snprintf(err, errlen, "%s:%d: log.audit_http.headers.%s: %s: %s",
+                     c->path ? c->path : "sluice.yaml", h->header_lines[i],
+                     h->header_names[i], h->header_refs[i], why);
+            return SL_ECONFIG;
+        }
+        hs[i].value = v;
+        if (v[strcspn(v, "\r\n")]) {
+            snprintf(err, errlen,
+                     "%s:%d: log.audit_http.headers.%s: the secret in %s "
+                     "holds a line break",
+                     c->path ? c->path : "sluice.yaml", h->header_lines[i],
+                     h->header_names[i], h->header_refs[i]);
+            return SL_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+static int start_audit(const sl_config *c, char *err, size_t errlen)
+{
+    const sl_audit_http_cfg *h = &c->audit_http;
+    if (access_fd < 0 && !h->url)
+        return 0;
+    sl_fetch_header *hs = calloc((size_t)h->nheaders + 1, sizeof(*hs));
+    if (!hs) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    int rc = resolve_headers(c, hs, err, errlen);
+    if (rc == 0) {
+        sl_audit_opts o = {.file_fd = access_fd,
+                           .file_name = c->access_log,
+                           .queue_bytes = c->audit_queue,
+                           .url = h->url,
+                           .ca_file = h->ca_file,
+                           .headers = hs,
+                           .nheaders = h->nheaders,
+                           .batch_bytes = h->batch,
+                           .flush_ms = h->flush,
+                           .timeout_ms = h->timeout};
+        rc = sl_audit_start(&o, err, errlen);
+    }
+    for (int i = 0; i < h->nheaders; i++) /* the sink keeps its own copy */
+        sl_secret_free((char *)hs[i].value);
+    free(hs);
+    return rc;
+}
+
 int sl_log_open(const sl_config *c, char *err, size_t errlen)
 {
     log_level = c->log_level;
@@ -44,21 +107,31 @@ int sl_log_open(const sl_config *c, char *err, size_t errlen)
     }
     if (c->access_log) {
         int fd = open_log(c->access_log, err, errlen);
-        if (fd < 0)
+        if (fd < 0) {
+            sl_log_close();
             return SL_EIO;
+        }
         access_fd = fd;
-        access_path = strdup(c->access_log);
+        if (fd > 2)
+            access_path = strdup(c->access_log);
     }
-    return 0;
+    int rc = start_audit(c, err, errlen);
+    if (rc < 0)
+        sl_log_close();
+    return rc;
 }
 
 static void reopen_one(int *fd, const char *path)
 {
     if (!path || *fd <= 2)
         return;
-    int nfd = open_log(path, NULL, 0);
-    if (nfd < 0)
-        return; /* keep writing to the old file rather than lose lines */
+    char err[512];
+    int nfd = open_log(path, err, sizeof(err));
+    if (nfd < 0) { /* keep writing to the old file rather than lose lines */
+        sl_log_error("log reopen: %s; writing on to the file already open",
+                     err);
+        return;
+    }
     /* dup2 swaps the file under writers in other threads atomically. */
     dup2(nfd, *fd);
     close(nfd);
@@ -74,6 +147,7 @@ void sl_log_reopen(void)
 
 void sl_log_close(void)
 {
+    sl_audit_stop(); /* delivers what the workers handed over */
     if (access_fd > 2)
         close(access_fd);
     if (error_fd > 2)
@@ -120,7 +194,8 @@ static void flush_timer(uv_timer_t *t)
 void sl_access_init(sl_accesslog *a, uv_loop_t *loop)
 {
     sl_buf_init(&a->buf, NULL);
-    a->enabled = access_fd >= 0;
+    a->records = 0;
+    a->enabled = sl_audit_enabled();
     uv_timer_init(loop, &a->timer);
     a->timer.data = a;
     if (a->enabled) {
@@ -137,25 +212,15 @@ sl_buf *sl_access_line(sl_accesslog *a)
 
 void sl_access_commit(sl_accesslog *a)
 {
+    a->records++;
     if (a->buf.len >= ACCESS_FLUSH_BYTES)
         sl_access_flush(a);
 }
 
 void sl_access_flush(sl_accesslog *a)
 {
-    size_t off = 0;
-    while (off < a->buf.len) {
-        ssize_t w = write(access_fd, a->buf.data + off, a->buf.len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            sl_log_error("access log write failed: %s; %zu bytes dropped",
-                         strerror(errno), a->buf.len - off);
-            break;
-        }
-        off += (size_t)w;
-    }
-    a->buf.len = 0;
+    sl_audit_submit(&a->buf, a->records);
+    a->records = 0;
 }
 
 void sl_access_close(sl_accesslog *a)

@@ -10,6 +10,7 @@
 #include "secret.h"
 #include "lua_crypto.h"
 #include "lua_services.h"
+#include "metrics.h"
 #include "spec_runner.h"
 #include "util.h"
 
@@ -341,6 +342,8 @@ static int boot(lua_State *L)
     push_closure(L, lua, core_budget_error, "budget_error");
     lua_pushcfunction(L, core_log);
     lua_setfield(L, core, "log");
+    lua_pushcfunction(L, sl_metrics_lua); /* the log phase's metrics */
+    lua_setfield(L, core, "metric");
 
     lua_newtable(L); /* services */
     sl_luaopen_json(L);
@@ -447,6 +450,7 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
     lua->mem_budget = cfg->lua_memory_budget;
     lua->mem_cap = cfg->lua_memory_limit;
     lua->time_budget = cfg->lua_time_budget;
+    sl_metrics_configure(cfg->metrics.consumer_labels, cfg->metrics.max_series);
     lua->secret_dirs =
         copy_list(cfg->secret_dirs, cfg->nsecret_dirs, &lua->nsecret_dirs);
     lua->secret_env =

@@ -9,12 +9,14 @@
  *     ES256 (ECDSA P-256 with SHA-256, signature as raw r||s, RFC 7518
  *     §3.4). Nothing else: "none" and HMAC algorithms are refused here too;
  *   - JWKS documents: read from a file, or fetched over HTTPS into a
- *     process-wide cache. A fetch runs on its own thread with blocking I/O
- *     and timeouts, so a worker's request path only ever takes a mutex and
- *     reads what the last fetch left ("pending" until the first one lands).
+ *     process-wide cache. A fetch runs on its own thread with the
+ *     blocking client of http_fetch.c (timeouts, certificate checks), so
+ *     a worker's request path only ever takes a mutex and reads what the
+ *     last fetch left ("pending" until the first one lands).
  *
  * Nothing here returns key material a plugin did not hand in, and no file
  * content is returned unless it parses as a JWKS document. */
+#include "http_fetch.h"
 #include "log.h"
 #include "lua_crypto.h"
 
@@ -22,27 +24,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <mbedtls/ctr_drbg.h>
 #include <mbedtls/ecdsa.h>
-#include <mbedtls/entropy.h>
-#include <mbedtls/error.h>
-#include <mbedtls/net_sockets.h>
 #include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/x509_crt.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define KEY_MT "sluice.crypto.key"
-#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define JWKS_MAX_BYTES (1024 * 1024) /* a JWKS is a few KiB */
 #define JWKS_MAX_URLS 64             /* cache entries, never freed */
 #define RSA_MIN_BITS 2048
@@ -384,381 +376,37 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-typedef struct url_parts {
-    char host[256];
-    char port[8];
-    char path[1024];
-} url_parts;
-
-static int parse_https_url(const char *url, url_parts *u)
-{
-    if (strncmp(url, "https://", 8) != 0)
-        return -1;
-    const char *h = url + 8, *end = h + strcspn(h, "/?#");
-    if (memchr(h, '@', (size_t)(end - h)))
-        return -1; /* no userinfo */
-    const char *colon = NULL;
-    if (*h == '[') { /* RFC 3986 §3.2.2: IPv6 literal */
-        const char *rb = memchr(h, ']', (size_t)(end - h));
-        if (!rb)
-            return -1;
-        if ((size_t)(rb - h - 1) >= sizeof(u->host))
-            return -1;
-        memcpy(u->host, h + 1, (size_t)(rb - h - 1));
-        u->host[rb - h - 1] = 0;
-        colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
-    } else {
-        colon = memchr(h, ':', (size_t)(end - h));
-        const char *he = colon ? colon : end;
-        if (he == h || (size_t)(he - h) >= sizeof(u->host))
-            return -1;
-        memcpy(u->host, h, (size_t)(he - h));
-        u->host[he - h] = 0;
-    }
-    if (colon) {
-        size_t pl = (size_t)(end - colon - 1);
-        if (pl == 0 || pl >= sizeof(u->port) ||
-            strspn(colon + 1, "0123456789") < pl)
-            return -1;
-        memcpy(u->port, colon + 1, pl);
-        u->port[pl] = 0;
-    } else {
-        strcpy(u->port, "443");
-    }
-    const char *p = *end == '/' ? end : "/";
-    size_t plen = strcspn(p, "#");
-    if (plen >= sizeof(u->path) || strpbrk(p, " \r\n"))
-        return -1;
-    memcpy(u->path, p, plen);
-    u->path[plen] = 0;
-    return 0;
-}
-
-/* A TCP connection to host:port within timeout_ms; the fd or -1. */
-static int connect_timeout(const char *host, const char *port, int timeout_ms,
-                           char *err, size_t errlen)
-{
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    int g = getaddrinfo(host, port, &hints, &res);
-    if (g != 0) {
-        snprintf(err, errlen, "cannot resolve %.100s: %s", host,
-                 gai_strerror(g));
-        return -1;
-    }
-    int fd = -1;
-    snprintf(err, errlen, "cannot connect to %.100s:%.8s", host, port);
-    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-        fd =
-            socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        int fl = fcntl(fd, F_GETFL);
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-        int r = connect(fd, a->ai_addr, a->ai_addrlen);
-        if (r != 0 && errno == EINPROGRESS) {
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int soerr = 0;
-            socklen_t sl = sizeof(soerr);
-            if (poll(&p, 1, timeout_ms) == 1 &&
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
-                soerr == 0)
-                r = 0;
-            else
-                snprintf(err, errlen, "cannot connect to %.100s:%.8s: %.60s",
-                         host, port, soerr ? strerror(soerr) : "timed out");
-        } else if (r != 0) {
-            snprintf(err, errlen, "cannot connect to %.100s:%.8s: %.60s", host,
-                     port, strerror(errno));
-        }
-        if (r != 0) {
-            close(fd);
-            fd = -1;
-            continue;
-        }
-        fcntl(fd, F_SETFL, fl);
-        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
-static void tls_reason(int ret, const char *what, const char *host, char *err,
-                       size_t errlen)
-{
-    char m[128];
-    mbedtls_strerror(ret, m, sizeof(m));
-    snprintf(err, errlen, "%.40s %.100s: %.100s", what, host, m);
-}
-
-/* The body of a complete HTTP/1.x response in raw[0..n), or -1 with a
- * reason. Handles content-length, chunked and close-delimited framing. */
-static long http_body(char *raw, size_t n, int eof, char **body, char *err,
-                      size_t errlen)
-{
-    char *end = NULL;
-    for (size_t i = 0; i + 3 < n; i++)
-        if (memcmp(raw + i, "\r\n\r\n", 4) == 0) {
-            end = raw + i;
-            break;
-        }
-    if (!end) {
-        snprintf(err, errlen, "no complete HTTP response head");
-        return -1;
-    }
-    int status = 0;
-    if (n < 12 || strncmp(raw, "HTTP/1.", 7) != 0 ||
-        sscanf(raw + 8, " %3d", &status) != 1) {
-        snprintf(err, errlen, "not an HTTP response");
-        return -1;
-    }
-    if (status != 200) {
-        snprintf(err, errlen, "HTTP status %d", status);
-        return -1;
-    }
-    long clen = -1;
-    int chunked = 0;
-    char *line = memmem(raw, (size_t)(end - raw) + 2, "\r\n", 2) + 2;
-    while (line < end) {
-        char *le = memmem(line, (size_t)(end - line) + 2, "\r\n", 2);
-        if (strncasecmp(line, "content-length:", 15) == 0)
-            clen = strtol(line + 15, NULL, 10);
-        else if (strncasecmp(line, "transfer-encoding:", 18) == 0 &&
-                 memmem(line, (size_t)(le - line), "chunked", 7))
-            chunked = 1;
-        line = le + 2;
-    }
-    char *b = end + 4;
-    size_t avail = n - (size_t)(b - raw);
-    *body = b;
-    if (chunked) { /* RFC 9112 §7.1: decode in place */
-        size_t in = 0, out = 0;
-        for (;;) {
-            char *nl = memmem(b + in, avail - in, "\r\n", 2);
-            if (!nl)
-                break;
-            unsigned long sz = strtoul(b + in, NULL, 16);
-            size_t start = (size_t)(nl - b) + 2;
-            if (sz == 0)
-                return (long)out;
-            if (sz > avail || start + sz + 2 > avail)
-                break;
-            memmove(b + out, b + start, sz);
-            out += sz;
-            in = start + sz + 2;
-        }
-        snprintf(err, errlen, "truncated chunked body");
-        return -1;
-    }
-    if (clen >= 0) {
-        if ((size_t)clen > avail) {
-            snprintf(err, errlen, "truncated body");
-            return -1;
-        }
-        return clen;
-    }
-    if (!eof) {
-        snprintf(err, errlen, "truncated body");
-        return -1;
-    }
-    return (long)avail;
-}
-
-/* Is the response in raw[0..n) complete without waiting for EOF? */
-static int http_complete(const char *raw, size_t n)
-{
-    const char *end = memmem(raw, n, "\r\n\r\n", 4);
-    if (!end)
-        return 0;
-    size_t hl = (size_t)(end - raw) + 4;
-    for (const char *l = raw; l < end;
-         l = (const char *)memmem(l, (size_t)(end + 2 - l), "\r\n", 2) + 2) {
-        if (strncasecmp(l, "content-length:", 15) == 0)
-            return n - hl >= (size_t)strtol(l + 15, NULL, 10);
-        if (strncasecmp(l, "transfer-encoding:", 18) == 0)
-            return memmem(raw + hl, n - hl, "\r\n0\r\n", 5) != NULL ||
-                   (n - hl >= 3 && memcmp(raw + hl, "0\r\n", 3) == 0);
-    }
-    return 0;
-}
-
-/* mbedtls_net_send without SIGPIPE: a peer that hangs up must not take
- * the process down, whatever the process does with the signal. */
-static int net_send(void *ctx, const unsigned char *buf, size_t len)
-{
-    int fd = ((mbedtls_net_context *)ctx)->fd;
-    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0)
-        return (int)n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return MBEDTLS_ERR_SSL_WANT_WRITE;
-    if (errno == EPIPE || errno == ECONNRESET)
-        return MBEDTLS_ERR_NET_CONN_RESET;
-    return MBEDTLS_ERR_NET_SEND_FAILED;
-}
-
 /* GET url over TLS with certificate verification against ca_file (or the
  * system bundle). 0 and a malloc'ed JWKS text in *out, or -1 with a
  * reason in err. Blocking: only ever called on a fetch thread. */
 static int fetch_jwks(const char *url, const char *ca_file, int timeout_ms,
                       char **out, size_t *outlen, char *err, size_t errlen)
 {
-    url_parts u;
-    if (parse_https_url(url, &u) != 0) {
-        snprintf(err, errlen, "not an https:// URL");
+    static const sl_fetch_header accept = {"Accept", "application/json"};
+    sl_fetch_req rq = {.method = "GET",
+                       .url = url,
+                       .https_only = 1,
+                       .headers = &accept,
+                       .nheaders = 1,
+                       .ca_file = ca_file,
+                       .timeout_ms = timeout_ms,
+                       .max_body = JWKS_MAX_BYTES};
+    sl_fetch_res res;
+    if (sl_fetch(&rq, &res, err, errlen) < 0)
         return -1;
-    }
-    double deadline = mono_s() + timeout_ms / 1000.0;
-    mbedtls_net_context net;
-    mbedtls_ssl_context ssl;
-    mbedtls_ssl_config conf;
-    mbedtls_x509_crt ca;
-    mbedtls_entropy_context entropy;
-    mbedtls_ctr_drbg_context drbg;
-    mbedtls_net_init(&net);
-    mbedtls_ssl_init(&ssl);
-    mbedtls_ssl_config_init(&conf);
-    mbedtls_x509_crt_init(&ca);
-    mbedtls_entropy_init(&entropy);
-    mbedtls_ctr_drbg_init(&drbg);
-    char *raw = NULL;
-    size_t n = 0;
-    int rc = -1, ret;
-    const char *cafile = ca_file ? ca_file : SYSTEM_CA_BUNDLE;
-
-    if ((ret = mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy,
-                                     (const unsigned char *)"sluice-jwks",
-                                     11)) != 0) {
-        tls_reason(ret, "cannot seed the RNG for", u.host, err, errlen);
-        goto done;
-    }
-    if (mbedtls_x509_crt_parse_file(&ca, cafile) < 0 || ca.version == 0) {
-        snprintf(err, errlen, "cannot load CA certificates from %s", cafile);
-        goto done;
-    }
-    mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_CLIENT,
-                                MBEDTLS_SSL_TRANSPORT_STREAM,
-                                MBEDTLS_SSL_PRESET_DEFAULT);
-    mbedtls_ssl_conf_min_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3,
-                                 MBEDTLS_SSL_MINOR_VERSION_3); /* TLS 1.2 */
-    mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-    mbedtls_ssl_conf_ca_chain(&conf, &ca, NULL);
-    mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
-    mbedtls_ssl_conf_read_timeout(&conf, (uint32_t)timeout_ms);
-    if ((ret = mbedtls_ssl_setup(&ssl, &conf)) != 0 ||
-        (ret = mbedtls_ssl_set_hostname(&ssl, u.host)) != 0) {
-        tls_reason(ret, "cannot set up TLS for", u.host, err, errlen);
-        goto done;
-    }
-    net.fd = connect_timeout(u.host, u.port, timeout_ms, err, errlen);
-    if (net.fd < 0)
-        goto done;
-    mbedtls_ssl_set_bio(&ssl, &net, net_send, NULL, mbedtls_net_recv_timeout);
-    while ((ret = mbedtls_ssl_handshake(&ssl)) != 0) {
-        if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-            char info[160];
-            mbedtls_x509_crt_verify_info(info, sizeof(info), "",
-                                         mbedtls_ssl_get_verify_result(&ssl));
-            info[strcspn(info, "\n")] = 0;
-            snprintf(err, errlen, "certificate of %.100s not trusted: %.100s",
-                     u.host, info);
-            goto done;
-        }
-        if ((ret != MBEDTLS_ERR_SSL_WANT_READ &&
-             ret != MBEDTLS_ERR_SSL_WANT_WRITE) ||
-            mono_s() > deadline) {
-            tls_reason(ret, "TLS handshake failed with", u.host, err, errlen);
-            goto done;
-        }
-    }
-    char req[1536];
-    int rl = snprintf(req, sizeof(req),
-                      "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: "
-                      "application/json\r\nUser-Agent: sluice/" SLUICE_VERSION
-                      "\r\nConnection: close\r\n\r\n",
-                      u.path, u.host);
-    for (int off = 0; off < rl;) {
-        ret = mbedtls_ssl_write(&ssl, (const unsigned char *)req + off,
-                                (size_t)(rl - off));
-        if (ret > 0)
-            off += ret;
-        else if ((ret != MBEDTLS_ERR_SSL_WANT_WRITE &&
-                  ret != MBEDTLS_ERR_SSL_WANT_READ) ||
-                 mono_s() > deadline) {
-            tls_reason(ret, "cannot send the request to", u.host, err, errlen);
-            goto done;
-        }
-    }
-    size_t cap = 16384;
-    raw = malloc(cap + 1);
-    if (!raw) {
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
-    int eof = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap > JWKS_MAX_BYTES + 16384) {
-                snprintf(err, errlen, "response larger than 1 MiB");
-                goto done;
-            }
-            char *bigger = realloc(raw, cap * 2 + 1);
-            if (!bigger) {
-                snprintf(err, errlen, "out of memory");
-                goto done;
-            }
-            raw = bigger;
-            cap *= 2;
-        }
-        ret = mbedtls_ssl_read(&ssl, (unsigned char *)raw + n, cap - n);
-        if (ret > 0) {
-            n += (size_t)ret;
-            raw[n] = 0;
-            if (http_complete(raw, n))
-                break;
-        } else if (ret == 0 || ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ||
-                   ret == MBEDTLS_ERR_NET_CONN_RESET) {
-            eof = 1; /* a close without close_notify still ends the body */
-            break;
-        } else if ((ret != MBEDTLS_ERR_SSL_WANT_READ &&
-                    ret != MBEDTLS_ERR_SSL_WANT_WRITE) ||
-                   mono_s() > deadline) {
-            tls_reason(ret, "cannot read the answer from", u.host, err, errlen);
-            goto done;
-        }
-    }
-    raw[n] = 0;
-    char *body;
-    long blen = http_body(raw, n, eof, &body, err, errlen);
-    if (blen < 0)
-        goto done;
-    if (blen > JWKS_MAX_BYTES) {
-        snprintf(err, errlen, "response larger than 1 MiB");
-        goto done;
-    }
-    if (!is_jwks(body, (size_t)blen)) {
+    int rc = -1;
+    if (res.status != 200)
+        snprintf(err, errlen, "HTTP status %d", res.status);
+    else if (!is_jwks(res.body, res.body_len))
         snprintf(err, errlen, "the answer is not a JWKS document");
-        goto done;
+    else
+        rc = 0;
+    if (rc == 0) {
+        *out = res.body;
+        *outlen = res.body_len;
+    } else {
+        free(res.body);
     }
-    *out = malloc((size_t)blen + 1);
-    if (!*out) {
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
-    memcpy(*out, body, (size_t)blen);
-    (*out)[blen] = 0;
-    *outlen = (size_t)blen;
-    rc = 0;
-    mbedtls_ssl_close_notify(&ssl);
-done:
-    free(raw);
-    mbedtls_net_free(&net);
-    mbedtls_ssl_free(&ssl);
-    mbedtls_ssl_config_free(&conf);
-    mbedtls_x509_crt_free(&ca);
-    mbedtls_ctr_drbg_free(&drbg);
-    mbedtls_entropy_free(&entropy);
     return rc;
 }
 
@@ -869,8 +517,8 @@ static int crypto_jwks(lua_State *L)
     if (timeout_ms < 100 || timeout_ms > 60000)
         timeout_ms = 5000;
     double since = opt_number(L, 3, "since", -1);
-    url_parts u;
-    if (parse_https_url(url, &u) != 0)
+    sl_fetch_url u;
+    if (sl_fetch_parse_url(url, 1, &u) != 0)
         return luaL_error(L, "crypto.jwks wants an https:// URL");
 
     pthread_mutex_lock(&jwks_lock);

@@ -1,6 +1,12 @@
 /* lua_shared.c — sluice.shared: the process-wide dictionary (shdict.h) as
  * seen from plugins, in the spirit of OpenResty's ngx.shared.DICT.
  *
+ * get, set, incr and delete take a last, optional table
+ * `{ scope = "cluster", fail = "open"|"closed", share = N }`: with a
+ * `cluster:` section in sluice.yaml, counters then count across every
+ * instance and set/delete reach every instance (cluster.h); without one,
+ * the scope is the process, as always.
+ *
  * Wrong argument types raise (a plugin bug); conditions that depend on the
  * data — a key too long, a full dictionary, incr on a string — come back as
  * nil, err so a policy can decide to fail open or closed. */
@@ -9,6 +15,7 @@
 #include <lauxlib.h>
 #include <math.h>
 
+#include "cluster.h"
 #include "shdict.h"
 
 static sl_shdict *dict(lua_State *L)
@@ -77,10 +84,56 @@ static void check_value(lua_State *L, int idx, sl_shd_value *v)
     luaL_argerror(L, idx, "value must be a number, string or boolean");
 }
 
+typedef struct {
+    int cluster; /* cluster scope asked for and configured */
+    int fail;    /* SL_CLUSTER_FAIL_* */
+    double share;
+} scope_opts;
+
+/* The optional scope table at `idx`. A cluster scope without a cluster
+ * configured is the process: the same plugin runs on one instance or many. */
+static void check_scope(lua_State *L, int idx, scope_opts *o)
+{
+    o->cluster = 0;
+    o->fail = SL_CLUSTER_FAIL_DEFAULT;
+    o->share = 0;
+    if (lua_isnoneornil(L, idx))
+        return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "scope");
+    const char *scope = lua_tostring(L, -1);
+    if (scope && strcmp(scope, "cluster") == 0)
+        o->cluster = sl_cluster_enabled();
+    else if (scope && strcmp(scope, "local") != 0)
+        luaL_argerror(L, idx, "scope is \"local\" or \"cluster\"");
+    lua_getfield(L, idx, "fail");
+    const char *fail = lua_tostring(L, -1);
+    if (fail && strcmp(fail, "open") == 0)
+        o->fail = SL_CLUSTER_FAIL_OPEN;
+    else if (fail && strcmp(fail, "closed") == 0)
+        o->fail = SL_CLUSTER_FAIL_CLOSED;
+    else if (fail)
+        luaL_argerror(L, idx, "fail is \"open\" or \"closed\"");
+    lua_getfield(L, idx, "share");
+    if (!lua_isnil(L, -1)) {
+        o->share = lua_tonumber(L, -1);
+        if (!(o->share > 0) || isinf(o->share))
+            luaL_argerror(L, idx, "share is a number of increments > 0");
+    }
+    lua_pop(L, 3);
+}
+
 static int shared_get(lua_State *L)
 {
     size_t n;
     const char *k = check_key(L, &n);
+    scope_opts o;
+    check_scope(L, 2, &o);
+    double total;
+    if (o.cluster && sl_cluster_get(k, n, &total)) {
+        lua_pushnumber(L, total);
+        return 1;
+    }
     sl_shd_value v;
     int rc = sl_shdict_get(dict(L), k, n, &v, NULL);
     if (rc < 0)
@@ -112,7 +165,11 @@ static int shared_set(lua_State *L)
     const char *k = check_key(L, &n);
     sl_shd_value v;
     check_value(L, 2, &v);
-    int rc = sl_shdict_set(dict(L), k, n, &v, opt_ttl(L, 3));
+    double ttl = opt_ttl(L, 3);
+    scope_opts o;
+    check_scope(L, 4, &o);
+    int rc = o.cluster ? sl_cluster_set(dict(L), k, n, &v, ttl)
+                       : sl_shdict_set(dict(L), k, n, &v, ttl);
     if (rc < 0)
         return push_error(L, rc, n);
     lua_pushboolean(L, 1);
@@ -140,7 +197,11 @@ static int shared_add(lua_State *L)
     return 1;
 }
 
-/* incr(key, delta, init = 0, ttl = 0): a missing key starts at init. */
+/* incr(key, delta, init = 0, ttl = 0, scope): a missing key starts at
+ * init. In the cluster scope the answer is this instance's view of the
+ * cluster total, or nil, "cluster share in use" (a flush is in flight and
+ * the local share of increments is full) or nil, "cluster unavailable"
+ * (Redis is down and the counter fails closed); nothing is counted then. */
 static int shared_incr(lua_State *L)
 {
     size_t n;
@@ -148,8 +209,25 @@ static int shared_incr(lua_State *L)
     double delta = luaL_checknumber(L, 2);
     double init = luaL_optnumber(L, 3, 0);
     double ttl = opt_ttl(L, 4);
+    scope_opts o;
+    check_scope(L, 5, &o);
     double out;
-    int rc = sl_shdict_incr(dict(L), k, n, delta, init, ttl, &out);
+    int rc;
+    if (o.cluster) {
+        if (init != 0)
+            luaL_argerror(L, 3, "cluster counters start at 0");
+        rc = sl_cluster_incr(k, n, delta, ttl, o.fail, o.share, &out);
+        if (rc == SL_EAGAIN || rc == SL_ECONNECT) {
+            lua_pushnil(L);
+            if (rc == SL_EAGAIN)
+                lua_pushliteral(L, "cluster share in use");
+            else
+                lua_pushliteral(L, "cluster unavailable");
+            return 2;
+        }
+    } else {
+        rc = sl_shdict_incr(dict(L), k, n, delta, init, ttl, &out);
+    }
     if (rc == SL_EINVAL && n > 0 && n <= SL_SHD_MAX_KEY) {
         lua_pushnil(L);
         lua_pushliteral(L, "not a number");
@@ -165,7 +243,14 @@ static int shared_delete(lua_State *L)
 {
     size_t n;
     const char *k = check_key(L, &n);
-    lua_pushboolean(L, sl_shdict_delete(dict(L), k, n));
+    scope_opts o;
+    check_scope(L, 2, &o);
+    int removed = sl_shdict_delete(dict(L), k, n);
+    if (o.cluster) {
+        sl_shd_value nil = {.type = SL_SHD_NIL};
+        sl_cluster_set(dict(L), k, n, &nil, 0);
+    }
+    lua_pushboolean(L, removed);
     return 1;
 }
 

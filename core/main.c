@@ -1,9 +1,11 @@
 /* main.c — the sluice command: run the gateway, run the mock provider,
  * check configuration, run specs. Owns signals and the worker threads. */
+#include "admin.h"
 #include "config.h"
 #include "log.h"
 #include "lua_bridge.h"
 #include "mock.h"
+#include "report.h"
 #include "spec_runner.h"
 #include "worker.h"
 
@@ -22,9 +24,16 @@ static const char usage[] =
     "  run [-c sluice.yaml]       start the gateway\n"
     "  check [-c sluice.yaml] [policy-dir]\n"
     "                             validate the configuration and policy\n"
+    "  policy validate|diff|submit|approve|publish|rollback|status|audit\n"
+    "         --admin URL --token-file F\n"
+    "                             the policy lifecycle over the admin API\n"
+    "                             (sluice policy help)\n"
     "  mock [--listen HOST:PORT] [--workers N] [--tls-cert F --tls-key F]\n"
     "       [--status N] [--delay-ms N] [--fault NAME] [--require-auth]\n"
     "                             run the mock provider\n"
+    "  report REPORT [--json|--csv] FILE...\n"
+    "                             governance reports over audit logs\n"
+    "                             (sluice report help)\n"
     "  spec [busted args]         run busted specs inside sluice's LuaJIT\n"
     "  new-plugin NAME [--dir plugins] [--spec-dir spec/plugins]\n"
     "                             scaffold a plugin and its spec\n"
@@ -36,6 +45,7 @@ typedef struct {
     int n;
     sl_config *cfg;
     sl_policy **policy;
+    sl_admin *admin; /* the policy lifecycle (gateway only) */
     uv_signal_t sig[4];
     int stopping;
 } runtime;
@@ -75,36 +85,12 @@ static int validate_policy(const sl_config *cfg, sl_policy *p, char *err,
     return rc;
 }
 
-static void reload_policy(runtime *rt)
-{
-    char err[1024];
-    sl_policy *p;
-    if (!rt->policy || !rt->cfg->policy_dir)
-        return;
-    if (sl_policy_load(rt->cfg->policy_dir, rt->cfg, &p, err, sizeof(err)) <
-        0) {
-        sl_log_error("reload refused, the live policy stays: %s", err);
-        return;
-    }
-    if (validate_policy(rt->cfg, p, err, sizeof(err), NULL) < 0) {
-        sl_log_error("reload refused, the live policy stays: %s", err);
-        sl_policy_unref(p);
-        return;
-    }
-    for (int i = 0; i < rt->n; i++)
-        sl_worker_set_policy(rt->workers[i], p);
-    sl_policy_unref(*rt->policy);
-    *rt->policy = p;
-    sl_log_info("policy %s loaded from %s (%d backends, %d plugins)",
-                p->version, rt->cfg->policy_dir, p->nbackends, p->nplugins);
-}
-
 static void on_signal(uv_signal_t *s, int signum)
 {
     runtime *rt = s->data;
     if (signum == SIGHUP) {
-        if (!rt->stopping)
-            reload_policy(rt);
+        if (!rt->stopping && rt->admin)
+            sl_admin_reload(rt->admin, "signal:SIGHUP");
         return;
     }
     if (signum == SIGUSR1) {
@@ -118,6 +104,7 @@ static void on_signal(uv_signal_t *s, int signum)
                 signum == SIGTERM ? "SIGTERM" : "SIGINT");
     for (int i = 0; i < rt->n; i++)
         sl_worker_stop(rt->workers[i]);
+    sl_admin_close(rt->admin);
     close_signals(rt);
 }
 
@@ -188,11 +175,11 @@ static int cmd_run(int argc, char **argv)
         sl_config_free(&cfg);
         return 2;
     }
-    if (cfg.policy_dir &&
-        (sl_policy_load(cfg.policy_dir, &cfg, &policy, err, sizeof(err)) < 0 ||
-         validate_policy(&cfg, policy, err, sizeof(err), NULL) < 0)) {
-        if (policy)
-            sl_policy_unref(policy);
+    /* The last published version when the admin state has one, else the
+     * policy directory. */
+    sl_admin *admin = NULL;
+    err[0] = '\0';
+    if (sl_admin_new(&cfg, &admin, &policy, err, sizeof(err)) < 0) {
         fprintf(stderr, "sluice: %s\n", err);
         sl_log_close();
         sl_config_free(&cfg);
@@ -211,10 +198,25 @@ static int cmd_run(int argc, char **argv)
         !(ws[n] = sl_worker_new(n, SL_WORKER_MOCK, &cfg, &cfg.mock_listen, 1,
                                 NULL, &mo)))
         rc = 1;
-    runtime rt = {.workers = ws, .n = total, .cfg = &cfg, .policy = &policy};
+    runtime rt = {.workers = ws,
+                  .n = total,
+                  .cfg = &cfg,
+                  .policy = &policy,
+                  .admin = admin};
     if (rc == 0)
         catch_signals(&rt);
-    if (rc == 0 && start_workers(&rt, ws, total) == 0) {
+    int started = rc == 0 && start_workers(&rt, ws, total) == 0;
+    if (started && sl_admin_start(admin, uv_default_loop(), ws, n, &policy, err,
+                                  sizeof(err)) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        rt.stopping = 1;
+        for (int i = 0; i < total; i++)
+            sl_worker_stop(ws[i]);
+        sl_admin_close(admin);
+        close_signals(&rt);
+        serve(&rt);
+        rc = 1;
+    } else if (started) {
         sl_log_info("sluice %s: %d worker%s on %s:%u%s%s, policy %s "
                     "(%d backend%s)",
                     SLUICE_VERSION, n, n == 1 ? "" : "s", cfg.listen[0].host,
@@ -239,6 +241,7 @@ static int cmd_run(int argc, char **argv)
                 sl_worker_join(ws[i]);
     }
     free(ws);
+    sl_admin_free(admin);
     if (policy)
         sl_policy_unref(policy);
     sl_log_close();
@@ -447,10 +450,14 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 2, argv + 2);
+    if (strcmp(cmd, "policy") == 0)
+        return sl_admin_cli(argc - 2, argv + 2);
     if (strcmp(cmd, "mock") == 0)
         return cmd_mock(argc - 1, argv + 1);
     if (strcmp(cmd, "new-plugin") == 0)
         return cmd_new_plugin(argc - 2, argv + 2);
+    if (strcmp(cmd, "report") == 0)
+        return sl_report_main(argc - 2, argv + 2);
     if (strcmp(cmd, "spec") == 0)
         return sl_spec_main(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -245,8 +245,42 @@ nomem:
 
 /* Sections the C runtime reads; the others belong to the Lua policy
  * compiler and are accepted here as they are. */
-static const char *const policy_sections[] = {"backends", "default_backend",
-                                              "plugins", "models", NULL};
+static const char *const policy_sections[] = {
+    "backends",   "default_backend",         "plugins",    "models",
+    "exceptions", "exceptions_max_lifetime", "governance", NULL};
+
+/* governance.require_approval: change kinds that need a second person on
+ * top of the built-in ones (admin.c); the admin API reads the list. */
+static int check_governance(sl_ck *ck, const sl_node *g)
+{
+    static const char *const known[] = {"require_approval", NULL};
+    static const char *const kinds[] = {
+        "backends", "credentials", "data_classes", "plugins_removed", "plugins",
+        "models",   "consumers",   "quotas",       "exceptions",      NULL};
+    if (sl_ck_keys(ck, g, "governance", known) < 0)
+        return SL_ECONFIG;
+    const sl_node *l = sl_node_get(g, "require_approval");
+    if (!l)
+        return 0;
+    if (l->type != SL_NODE_SEQ)
+        return sl_ck_fail(ck, l, "governance.require_approval",
+                          "expected a list of change kinds");
+    for (const sl_node *k = l->child; k; k = k->next) {
+        int ok = 0;
+        if (sl_ck_scalar(ck, k, "governance.require_approval") < 0)
+            return SL_ECONFIG;
+        for (int i = 0; kinds[i]; i++)
+            ok |= strcmp(k->value, kinds[i]) == 0;
+        if (!ok)
+            return sl_ck_fail(ck, k, "governance.require_approval",
+                              "'%s' is not a change kind (backends, "
+                              "credentials, data_classes, plugins_removed, "
+                              "plugins, models, consumers, quotas, "
+                              "exceptions)",
+                              k->value);
+    }
+    return 0;
+}
 
 /* Read a whole file into memory (NUL-terminated). */
 static int read_file(const char *path, char **out, size_t *len)
@@ -350,6 +384,9 @@ static int load_policy_file(sl_ck *ck, const sl_node *root,
                             const char **default_file)
 {
     if (sl_ck_keys(ck, root, "", policy_sections) < 0)
+        return SL_ECONFIG;
+    const sl_node *gov = sl_node_get(root, "governance");
+    if (gov && check_governance(ck, gov) < 0)
         return SL_ECONFIG;
     const sl_node *bes = sl_node_get(root, "backends");
     if (bes) {

@@ -3,6 +3,7 @@
  * (filtered or translated when the chain or the front door asks), and the
  * access log. What goes upstream is built in proxy_head.c. */
 #include "proxy_req.h"
+#include "metrics.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -146,6 +147,8 @@ static void preq_finish(preq *q, const char *error)
                    q->be ? q->be->name : NULL, q->attempts, q->nattempts,
                    &q->fbuf);
     access_log(px->alog, q->r, q, error, &q->fbuf);
+    sl_metrics_request_end(q->r, q->be ? q->be->name : NULL, q->attempts,
+                           q->nattempts, ver->policy->version);
     if (ver->chain.mask)
         sl_lua_request_done(px->lua, &q->v);
     sl_buf_release(&q->head);

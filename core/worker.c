@@ -1,5 +1,6 @@
 /* worker.c — worker threads (see worker.h). */
 #include "worker.h"
+#include "cluster.h"
 #include "http_server.h"
 #include "log.h"
 #include "lua_bridge.h"
@@ -29,12 +30,15 @@ struct sl_worker {
     sl_tls_config **tls; /* one per listener, NULL for plain ones */
     sl_up *up;
     sl_lua *lua;
+    sl_cluster *cluster; /* NULL without a cluster: section */
     sl_proxy *px;
     sl_mock *mock;
     sl_accesslog alog;
 
     pthread_mutex_t lock; /* guards the two messages below */
     sl_policy *next_policy;
+    sl_worker_ack_cb next_ack;
+    void *next_ack_arg;
     int stop_requested;
     int stopping;
 };
@@ -87,14 +91,20 @@ static void on_message(uv_async_t *a)
     sl_worker *w = a->data;
     pthread_mutex_lock(&w->lock);
     sl_policy *p = w->next_policy;
+    sl_worker_ack_cb ack = w->next_ack;
+    void *ack_arg = w->next_ack_arg;
     w->next_policy = NULL;
+    w->next_ack = NULL;
     int stop = w->stop_requested;
     pthread_mutex_unlock(&w->lock);
     if (p) {
-        char err[1024];
-        if (w->px && sl_proxy_set_policy(w->px, p, err, sizeof(err)) < 0)
+        char err[1024] = "";
+        int rc = 0;
+        if (w->px && (rc = sl_proxy_set_policy(w->px, p, err, sizeof(err))) < 0)
             sl_log_error("worker %d: policy %s refused, the live one stays: %s",
                          w->id, p->version, err);
+        if (ack)
+            ack(ack_arg, w->id, rc, err);
         sl_policy_unref(p);
     }
     if (stop)
@@ -108,6 +118,7 @@ static void drained(void *arg)
     uv_close((uv_handle_t *)&w->async, NULL);
     if (w->up)
         sl_up_close(w->up);
+    sl_cluster_client_close(w->cluster);
     sl_access_close(&w->alog);
 }
 
@@ -127,6 +138,10 @@ static int setup(sl_worker *w)
         w->lua = sl_lua_new(c, w->start_err, sizeof(w->start_err));
         if (!w->lua)
             return SL_ECONFIG;
+        int crc = sl_cluster_client_new(&w->loop, c, w->id, &w->cluster,
+                                        w->start_err, sizeof(w->start_err));
+        if (crc < 0)
+            return crc;
         w->px = w->up ? sl_proxy_new(w->up, &w->alog, w->lua) : NULL;
         if (!w->px)
             return SL_ENOMEM;
@@ -162,6 +177,8 @@ static void teardown(sl_worker *w)
     sl_proxy_free(w->px);
     sl_lua_free(w->lua);
     w->lua = NULL;
+    sl_cluster_client_free(w->cluster);
+    w->cluster = NULL;
     sl_up_free(w->up);
     sl_mock_free(w->mock);
     sl_http_server_free(w->srv);
@@ -230,16 +247,28 @@ int sl_worker_start(sl_worker *w, char *err, size_t errlen)
     return 0;
 }
 
-void sl_worker_set_policy(sl_worker *w, sl_policy *p)
+void sl_worker_publish(sl_worker *w, sl_policy *p, sl_worker_ack_cb ack,
+                       void *arg)
 {
     sl_policy_ref(p);
     pthread_mutex_lock(&w->lock);
     sl_policy *old = w->next_policy;
+    sl_worker_ack_cb old_ack = w->next_ack;
+    void *old_arg = w->next_ack_arg;
     w->next_policy = p;
+    w->next_ack = ack;
+    w->next_ack_arg = arg;
     pthread_mutex_unlock(&w->lock);
+    if (old_ack)
+        old_ack(old_arg, w->id, SL_ECANCELED, "replaced by a newer policy");
     if (old)
         sl_policy_unref(old);
     uv_async_send(&w->async);
+}
+
+void sl_worker_set_policy(sl_worker *w, sl_policy *p)
+{
+    sl_worker_publish(w, p, NULL, NULL);
 }
 
 void sl_worker_stop(sl_worker *w)

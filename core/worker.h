@@ -28,6 +28,17 @@ int sl_worker_start(sl_worker *w, char *err, size_t errlen);
 /* Serve new requests with p from now on (thread-safe). */
 void sl_worker_set_policy(sl_worker *w, sl_policy *p);
 
+/* Told, on the worker's thread, whether worker `id` now serves the policy
+ * it was given (rc 0) or kept its live one (rc < 0, err says why;
+ * SL_ECANCELED when a newer policy replaced it before the worker looked). */
+typedef void (*sl_worker_ack_cb)(void *arg, int id, int rc, const char *err);
+
+/* sl_worker_set_policy() with a report: ack runs exactly once, on the
+ * worker's thread (or on the caller's when superseded), so it must be
+ * thread-safe. */
+void sl_worker_publish(sl_worker *w, sl_policy *p, sl_worker_ack_cb ack,
+                       void *arg);
+
 /* Drain: stop accepting, finish in-flight requests (up to the drain
  * timeout), then end the thread (thread-safe). */
 void sl_worker_stop(sl_worker *w);

@@ -4,8 +4,8 @@
 set -eu
 
 PKGS="cmake make gcc pkg-config libluajit2-5.1-dev libuv1-dev libmbedtls-dev
-libcjson-dev libyaml-dev libpcre2-dev node-llhttp lua-busted lua-socket curl
-openssl ca-certificates"
+libcjson-dev libyaml-dev libpcre2-dev zlib1g-dev node-llhttp lua-busted lua-socket curl
+openssl ca-certificates libhiredis-dev redis-server"
 
 # Extras: the SDK specs drive sluice with the npm client SDKs (node and npm
 # are on the project's machines; Debian's are installed only when missing),

@@ -554,6 +554,14 @@ function M.log(chain, st, record)
     record.notes = st.notes
     run(chain, "log", st, record)
   end
+  -- The request's policy facts for /metrics: one call, plain values, the
+  -- request's own tables read in C (core/metrics_gateway.c).
+  local c, m, u = st.consumer, st.model, st.usage
+  if type(c) ~= "table" then c = nil end
+  if type(u) ~= "table" then u = nil end
+  core.metric("request", chain.version, chain.exceptions, c and c.team, m and m.name,
+    record.backend, u and u.prompt_tokens, u and u.completion_tokens,
+    st.decisions, st.notes, st.exceptions_used)
   return audit_fields(st)
 end
 

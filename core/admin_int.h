@@ -1,0 +1,181 @@
+/* admin_int.h — the admin room's internals, shared by its files:
+ * admin.c (listener, authentication, routing, read endpoints),
+ * admin_policy.c (candidates, diff, changes, publish fan-out) and
+ * admin_audit.c (the append-only admin audit log). Nothing outside them
+ * includes this. */
+#ifndef SL_ADMIN_INT_H
+#define SL_ADMIN_INT_H
+
+#include "admin.h"
+#include "buf.h"
+#include "http_server.h"
+#include "lua_bridge.h"
+#include "tls.h"
+#include "versions.h"
+
+#include <lua.h>
+#include <pthread.h>
+
+#define ADMIN_FAIL_SLOTS 256
+#define ADMIN_MAX_APPROVERS 8
+
+/* Failed logins from one address (brute-force limit). */
+typedef struct admin_fail {
+    char addr[64];
+    uint32_t count;
+    uint64_t first_ms;
+    uint64_t locked_until_ms;
+} admin_fail;
+
+/* Who is calling: the token's name and roles. */
+typedef struct admin_actor {
+    const char *name;
+    unsigned roles;
+    char addr[64];
+} admin_actor;
+
+/* A proposed change: a stored version waiting for approval / publish. */
+typedef struct admin_change {
+    char id[17];
+    sl_ver_id version;
+    sl_ver_id base; /* live when submitted */
+    char *author;
+    char *message;
+    char submitted[32];
+    char *approvers[ADMIN_MAX_APPROVERS];
+    int napprovers;
+    char status[16]; /* pending, published, failed */
+    int needs_approval;
+    char *diff_json;
+} admin_change;
+
+typedef void (*admin_done_cb)(sl_admin *a, void *arg, int rc, const char *err);
+
+/* The one publish in flight: switching every worker, then (when one
+ * refused) switching back those that took it. */
+typedef struct admin_job {
+    int active;
+    int rolling_back;
+    sl_policy *next, *prev;
+    int pending;      /* acks still to come (guarded by lock) */
+    int *applied;     /* per worker: took `next` */
+    int failed;       /* a worker refused (guarded by lock) */
+    char err[1024];   /* the first refusal (guarded by lock) */
+    admin_done_cb cb; /* on the main thread when all is settled */
+    void *arg;
+} admin_job;
+
+struct sl_admin {
+    const sl_config *cfg;
+    uv_loop_t *loop;
+    sl_http_server *srv;
+    sl_tls_config *tls;
+    sl_worker **workers;
+    int nworkers;
+    sl_policy **live;
+    sl_policy *boot;     /* the first policy until start */
+    sl_ver_store *store; /* NULL without `admin:` */
+    sl_lua *lua;         /* JSON and the governance diff */
+    int audit_fd;
+    uint64_t started_ns;
+    char started_at[32];
+    admin_fail fails[ADMIN_FAIL_SLOTS];
+    admin_change *changes;
+    int nchanges;
+    admin_job job;
+    pthread_mutex_t lock;
+    uv_async_t async;
+    int async_open;
+    int closing;
+    int reload_queued; /* SIGHUP during a publish: reload after it */
+};
+
+/* ---- admin.c ---- */
+/* A JSON answer (body copied), then end the request. */
+void sl_admin__reply(sl_http_req *r, int status, const char *json, size_t len);
+/* {"error":{"message","type","code"}} with status. */
+void sl_admin__error(sl_http_req *r, int status, const char *code,
+                     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Append s as a JSON string (quotes included); NULL as null. */
+int sl_admin__jstr(sl_buf *b, const char *s);
+/* Decode r's body (empty = {}) as a JSON object onto the admin Lua
+ * stack: 0, or -1 after answering 400 itself. */
+int sl_admin__body(sl_admin *a, sl_http_req *r);
+/* A string field of the table at the stack top, or NULL. */
+const char *sl_admin__field(lua_State *L, const char *key);
+
+/* ---- admin_policy.c ---- */
+const char *sl_admin__live_version(sl_admin *a);
+/* An audit line for who's action on the live version. */
+void sl_admin__audit_simple(sl_admin *a, admin_actor *who, const char *action,
+                            const char *result, const char *after,
+                            const char *change, const char *detail);
+/* diff.<fn>(p1[, p2]) from sluice.diff: its JSON (malloc'd) and, for
+ * "report", whether the change needs a second person. */
+int sl_admin__call_diff(sl_admin *a, const char *fn, const sl_policy *p1,
+                        const sl_policy *p2, int nargs, char **json,
+                        int *needs);
+/* An invalid policy ("file:line: key: reason") as a JSON error. */
+void sl_admin__policy_error(sl_http_req *r, int status, const char *msg);
+void sl_admin__validate_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__diff_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__submit_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__publish_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__rollback_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__reload_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__exceptions_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+/* Push a policy as the diff module reads it: {files, plugins}. */
+void sl_admin__push_doc(lua_State *L, const sl_policy *p);
+
+/* ---- admin_changes.c ---- */
+void sl_admin__changes_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__change_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__approve_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+/* Changes kept in the state directory (changes.json). */
+int sl_admin__load_changes(sl_admin *a);
+int sl_admin__save_changes(sl_admin *a);
+void sl_admin__free_changes(sl_admin *a);
+/* A new zeroed change at the end of the list, or NULL. */
+admin_change *sl_admin__add_change(sl_admin *a);
+admin_change *sl_admin__find_change(sl_admin *a, const char *id);
+void sl_admin__change_json(sl_buf *b, const admin_change *c);
+/* Has someone other than the author approved c? */
+int sl_admin__second_person(const admin_change *c);
+/* Drop stored versions neither recent nor named by a pending change. */
+void sl_admin__prune(sl_admin *a);
+
+/* ---- admin_publish.c ---- */
+/* Publish p (its reference taken over) on every worker, on behalf of
+ * actor; r (may be NULL) gets the answer. diff (malloc'd, taken over) goes
+ * to the audit log. Once live, p goes on top of the history. */
+void sl_admin__publish(sl_admin *a, sl_http_req *r, const char *actor,
+                       const char *addr, const char *action, sl_policy *p,
+                       const char *change, const char *flags, char *diff);
+/* The request's client went away: forget it, the publish goes on. */
+void sl_admin__forget_request(sl_admin *a, sl_http_req *r);
+/* The worker acks arrive here (main thread, via a->async). */
+void sl_admin__job_settle(sl_admin *a);
+/* Shutdown with a publish in flight: drop what it holds. */
+void sl_admin__job_free(sl_admin *a);
+
+/* ---- admin_audit.c ---- */
+typedef struct admin_event {
+    const char *actor;
+    const char *addr;
+    const char *action;
+    const char *result; /* ok, refused, failed */
+    const char *before, *after;
+    const char *change;
+    const char *flags;  /* a JSON array, or NULL */
+    const char *diff;   /* the diff's JSON, or NULL */
+    const char *detail; /* a reason, or NULL */
+} admin_event;
+
+int sl_admin__audit_open(sl_admin *a, char *err, size_t errlen);
+/* Append one line and fsync it. */
+void sl_admin__audit(sl_admin *a, const admin_event *e);
+void sl_admin__audit_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__audit_close(sl_admin *a);
+
+#endif
