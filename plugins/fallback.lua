@@ -23,6 +23,11 @@
 --     for `cool_down`; then one request may probe it (half-open): success
 --     closes it, failure opens it again;
 --   * `drain: [backend…]` takes a backend out at once (publish the policy).
+-- With a `cluster:` section in sluice.yaml, a breaker's open and half-open
+-- state and a Retry-After cool-down reach every instance (they are written
+-- in the cluster scope of sluice.shared), so a backend one instance opened
+-- is skipped by all of them within milliseconds; failure counts and the
+-- half-open probe stay per instance (each may send one probe).
 -- A request whose every target is unavailable is refused with 503 and a
 -- Retry-After. Every fall-back, skip and breaker change is a decision in the
 -- audit record; the gateway records every attempt (backend, status, error,
@@ -58,6 +63,7 @@ fallback.schema = {
 }
 
 local shared = sluice.shared
+local CLUSTER = { scope = "cluster" } -- every instance sees these keys
 local floor, ceil, huge, random = math.floor, math.ceil, math.huge, math.random
 local sort, remove = table.sort, table.remove
 
@@ -109,8 +115,8 @@ local function unavailable(conf, be, probes)
 end
 
 local function open_breaker(ctx, conf, be, why)
-  shared.set("open:" .. be, true, conf.cool_s)
-  shared.set("tripped:" .. be, true, 86400)
+  shared.set("open:" .. be, true, conf.cool_s, CLUSTER)
+  shared.set("tripped:" .. be, true, 86400, CLUSTER)
   shared.delete("probe:" .. be)
   shared.set("fails:" .. be, 0)
   local msg = ("circuit breaker for '%s' opened for %gs: %s"):format(be, conf.cool_s, why)
@@ -126,7 +132,7 @@ local function record_result(ctx, conf, be, failed)
   if not failed then
     shared.set("fails:" .. be, 0)
     if tripped and not shared.get("open:" .. be) then
-      shared.delete("tripped:" .. be)
+      shared.delete("tripped:" .. be, CLUSTER)
       shared.delete("probe:" .. be)
       local msg = ("circuit breaker for '%s' closed: the probe succeeded"):format(be)
       sluice.log.info(msg)
@@ -264,7 +270,7 @@ function fallback.upstream_response(ctx, conf, attempt)
     local ra = (status == 429 or status == 503) and conf.retry_after and retry_after_s(attempt.headers)
     if ra then
       local s = math.min(ra, conf.max_cool_down / 1000)
-      shared.set("cool:" .. be, true, s)
+      shared.set("cool:" .. be, true, s, CLUSTER)
       ctx:annotate("cooled_down", { backend = be, seconds = s })
     end
   end

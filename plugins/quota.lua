@@ -4,7 +4,12 @@
 -- A limit counts per value of one identity field of ctx.consumer (`team`,
 -- `app`, `id`, or a JWT claim such as `claims.sub`), so a new team is
 -- limited the moment it appears, without being declared here. Counters live
--- in sluice.shared, so every worker counts against the same numbers.
+-- in sluice.shared, so every worker counts against the same numbers; with a
+-- `cluster:` section in sluice.yaml they live in its cluster scope, so every
+-- instance does too (docs/scale-out.md: each instance batches its counts to
+-- Redis and may overshoot a limit by a bounded amount). While Redis is down
+-- a limit counts locally (`cluster_fail: open`) or refuses with 503
+-- (`cluster_fail: closed`).
 --
 -- Windows are fixed and aligned to UTC: the minute, the hour, the day, the
 -- calendar month, or any duration (`period: 2s`) counted from the epoch. A
@@ -61,6 +66,9 @@ quota.schema = {
     models   = { type = "array", elements = { type = "string" } }, -- only these (public names)
     overrides = { type = "map", values = { type = "number", min = 0 } }, -- per identity value
     name     = { type = "string" },  -- what a policy exception names to raise this limit
+    -- cluster mode (docs/scale-out.md): while Redis is down, count locally or refuse
+    cluster_fail  = { type = "string", one_of = { "open", "closed" } }, -- default: cluster.fail
+    cluster_share = { type = "integer", min = 1 }, -- requests one instance may hold unflushed
   } } },
   -- public model name (or "*" for any other) → US dollars per 1M tokens
   prices = { type = "map", default = {}, values = { type = "record", fields = {
@@ -117,6 +125,10 @@ function quota.init(conf)
     if seen[prefix] then prefix = prefix .. ":" .. i end
     seen[prefix] = true
     l.prefix = prefix
+    -- admission may be refused when the cluster cannot vouch for the count;
+    -- what was already used (streamed, settled, given back) always counts
+    l.scope = { scope = "cluster", fail = l.cluster_fail, share = l.cluster_share }
+    l.settle = { scope = "cluster", fail = "open", share = 1e15 }
   end
   conf.holds_tokens = false
   for _, l in ipairs(conf.limits) do
@@ -273,9 +285,25 @@ end
 -- Undo this request's counts: it is refused.
 local function take_back(holds)
   for _, h in ipairs(holds) do
-    if h.amount ~= 0 then shared.incr(h.key, -h.amount, 0, h.ttl) end
+    if h.amount ~= 0 then shared.incr(h.key, -h.amount, 0, h.ttl, h.limit.settle) end
     h.remaining = max(0, h.max - (h.total - h.amount))
   end
+end
+
+-- The cluster could not count this request (docs/scale-out.md): the
+-- instance's share of the limit is in flight to Redis, or Redis is down and
+-- the limit fails closed. Nothing was counted for this limit.
+local function cluster_refusal(ctx, holds, l, limit, err)
+  take_back(holds)
+  ctx:annotate("quota_cluster", err)
+  if err == "cluster share in use" then
+    return ctx:deny(429, CODES[l.metric], format("quota: %s is being counted across gateway " ..
+      "instances and this instance's share is in use; retry in a second", describe(l, limit)),
+      { ["retry-after"] = "1" })
+  end
+  return ctx:deny(503, "quota_unavailable", format("quota: %s cannot be checked right now " ..
+    "(the shared counter store is unreachable); retry later", describe(l, limit)),
+    { ["retry-after"] = "5" })
 end
 
 function quota.access(ctx, conf)
@@ -302,28 +330,35 @@ function quota.access(ctx, conf)
       end
       local h = { limit = l, key = l.prefix .. ":" .. key_part(who) .. ":" .. wid,
                   amount = n, max = limit, ttl = ceil(ends - now) + SLACK, reset = ends - now }
-      local total, err = shared.incr(h.key, n, 0, h.ttl)
-      if not total then error("quota counter: " .. tostring(err), 0) end
-      holds[#holds + 1] = h
-      h.total, h.remaining = total, max(0, limit - total)
-      if total > limit then
-        if l.soft then
-          warned = warned or h
-          ctx:decision("warn", "over the soft limit of " .. describe(l, limit))
-        else
-          take_back(holds)
-          local retry = max(1, ceil(ends - now))
-          local msg
-          if n > limit then
-            msg = format("this request alone (about %s) is larger than the limit of %s",
-                         l.metric == "cost" and format("$%.4f", n / 1e6) or n .. " tokens",
-                         describe(l, limit))
+      local total, err = shared.incr(h.key, n, 0, h.ttl, l.scope)
+      if not total then
+        if err ~= "cluster share in use" and err ~= "cluster unavailable" then
+          error("quota counter: " .. tostring(err), 0)
+        end
+        -- a soft limit the cluster cannot count now warns nobody
+        if not l.soft then return cluster_refusal(ctx, holds, l, limit, err) end
+      else
+        holds[#holds + 1] = h
+        h.total, h.remaining = total, max(0, limit - total)
+        if total > limit then
+          if l.soft then
+            warned = warned or h
+            ctx:decision("warn", "over the soft limit of " .. describe(l, limit))
           else
-            msg = format("quota exceeded: %s; retry after %ds", describe(l, limit), retry)
+            take_back(holds)
+            local retry = max(1, ceil(ends - now))
+            local msg
+            if n > limit then
+              msg = format("this request alone (about %s) is larger than the limit of %s",
+                           l.metric == "cost" and format("$%.4f", n / 1e6) or n .. " tokens",
+                           describe(l, limit))
+            else
+              msg = format("quota exceeded: %s; retry after %ds", describe(l, limit), retry)
+            end
+            ctx:annotate("quota_exceeded", l.prefix)
+            local headers = ratelimit_headers(holds, h, { ["retry-after"] = tostring(retry) })
+            return ctx:deny(429, CODES[l.metric], msg, headers)
           end
-          ctx:annotate("quota_exceeded", l.prefix)
-          local headers = ratelimit_headers(holds, h, { ["retry-after"] = tostring(retry) })
-          return ctx:deny(429, CODES[l.metric], msg, headers)
         end
       end
     end
@@ -415,7 +450,7 @@ function quota.body_filter(ctx, conf, data, last)
       if l.metric ~= "requests" then
         local want = amount(l, v.price, v.prompt, completion)
         if want > h.amount then
-          local total = shared.incr(h.key, want - h.amount, 0, h.ttl)
+          local total = shared.incr(h.key, want - h.amount, 0, h.ttl, l.settle)
           h.amount = want
           if total and total > h.max and not l.soft and conf.cut_streams and not v.cut then
             v.cut = true
@@ -460,7 +495,7 @@ function quota.log(ctx, conf, record)
       if l.metric ~= "requests" then
         local final = amount(l, v.price, prompt, completion)
         if final ~= h.amount then
-          shared.incr(h.key, final - h.amount, 0, h.ttl)
+          shared.incr(h.key, final - h.amount, 0, h.ttl, l.settle)
           h.amount = final
         end
       end
