@@ -120,6 +120,7 @@ local function open_breaker(ctx, conf, be, why)
   shared.delete("probe:" .. be)
   shared.set("fails:" .. be, 0)
   local msg = ("circuit breaker for '%s' opened for %gs: %s"):format(be, conf.cool_s, why)
+  sluice.metrics.breaker(be, "open", conf.cool_s)
   sluice.log.warn(msg)
   ctx:decision("flag", msg)
 end
@@ -129,12 +130,16 @@ local function record_result(ctx, conf, be, failed)
   local b = conf.breaker
   if not b.enabled then return end
   local tripped = shared.get("tripped:" .. be)
+  -- Only the half-open probe decides a tripped breaker: a request sent
+  -- before it opened and answered after its cool-down says nothing new.
+  local probe = ctx.vars.probes and ctx.vars.probes[be] == "tried"
   if not failed then
     shared.set("fails:" .. be, 0)
-    if tripped and not shared.get("open:" .. be) then
+    if tripped and probe and not shared.get("open:" .. be) then
       shared.delete("tripped:" .. be, CLUSTER)
       shared.delete("probe:" .. be)
       local msg = ("circuit breaker for '%s' closed: the probe succeeded"):format(be)
+      sluice.metrics.breaker(be, "closed")
       sluice.log.info(msg)
       ctx:decision("allow", msg)
     end
@@ -151,7 +156,7 @@ local function record_result(ctx, conf, be, failed)
   end
   if not failed then return end
   if tripped then
-    if not shared.get("open:" .. be) then open_breaker(ctx, conf, be, "the half-open probe failed") end
+    if probe and not shared.get("open:" .. be) then open_breaker(ctx, conf, be, "the half-open probe failed") end
     return
   end
   local n = shared.incr("fails:" .. be, 1, 0) or 0

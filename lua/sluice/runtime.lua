@@ -27,6 +27,16 @@ M.PHASE_BIT = PHASE_BIT
 function M.init(c, svc)
   core, services = c, svc
   for name, mod in pairs(svc) do sandbox.service(name, mod) end
+  -- sluice.metrics: what plugins report to /metrics themselves
+  sandbox.service("metrics", {
+    -- a backend's circuit breaker: "open" (for `seconds`), "closed"
+    breaker = function(backend, state, seconds)
+      if type(backend) ~= "string" or (state ~= "open" and state ~= "closed") then
+        error("sluice.metrics.breaker wants a backend name and \"open\" or \"closed\"", 2)
+      end
+      if c.metric then c.metric("breaker", backend, state, tonumber(seconds) or 0) end
+    end,
+  })
   sandbox.init(c)
   ctxmod.init(c, svc.json)
   frontdoor.init(svc.json)

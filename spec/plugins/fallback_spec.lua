@@ -222,6 +222,19 @@ describe("fallback plugin", function()
       assert.same({ b[2] }, request(chain).targets)
     end)
 
+    it("is decided only by its probe, not by a request sent before it opened", function()
+      local chain, b = setup({ breaker = { consecutive_failures = 1, cool_down = "200ms" } })
+      local early = request(chain) -- on its way to b[1] before the breaker opens
+      attempt(chain, request(chain), 1, b[1], 503)
+      require("socket").sleep(0.25)
+      local probe = request(chain) -- holds the half-open probe
+      attempt(chain, early, 1, b[1], 200) -- the early one answers late: no verdict
+      assert.is_false(has_decision(early, "closed"))
+      assert.same({ b[2] }, request(chain).targets, "still half-open, its probe in flight")
+      attempt(chain, probe, 1, b[1], 200)
+      assert.is_true(has_decision(probe, "allow: circuit breaker for '" .. b[1] .. "' closed"))
+    end)
+
     it("gives back a probe the request never used", function()
       local chain, b = setup({ breaker = { consecutive_failures = 1, cool_down = "200ms" } })
       attempt(chain, request(chain), 1, b[1], 503)
