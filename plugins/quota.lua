@@ -319,10 +319,6 @@ function quota.access(ctx, conf)
     if who then
       local wid, ends = window(l, now)
       local limit = l.overrides and l.overrides[who] or l.max
-      if l.name then -- a live policy exception may raise it for this consumer
-        local id, raised = ctx:grant("quota", l.name)
-        if id and type(raised) == "number" and raised >= 0 then limit = l.unit(raised) end
-      end
       local n = 1
       if l.metric ~= "requests" then
         n = amount(l, price, prompt, completion)
@@ -333,12 +329,22 @@ function quota.access(ctx, conf)
       local total, err = shared.incr(h.key, n, 0, h.ttl, l.scope)
       if not total then
         if err ~= "cluster share in use" and err ~= "cluster unavailable" then
+          take_back(holds) -- what this request already counted
           error("quota counter: " .. tostring(err), 0)
         end
         -- a soft limit the cluster cannot count now warns nobody
         if not l.soft then return cluster_refusal(ctx, holds, l, limit, err) end
       else
         holds[#holds + 1] = h
+        if total > limit and l.name then
+          -- over it: a live policy exception may raise it for this consumer
+          -- (asked only now, so the record names exceptions that helped)
+          local id, raised = ctx:grant("quota", l.name)
+          if id and type(raised) == "number" and raised >= 0 then
+            limit = l.unit(raised)
+            h.max = limit
+          end
+        end
         h.total, h.remaining = total, max(0, limit - total)
         if total > limit then
           if l.soft then
@@ -470,7 +476,20 @@ end
 -- ---- log: settle with what was used -------------------------------------------
 
 -- Prompt and completion tokens this request used, and where the numbers came from.
-local function used(ctx, v)
+-- Whether a backend may have received (and may bill) the prompt though no
+-- answer came: the client left while an attempt was out, or the attempt
+-- timed out or was reset after it was sent. A refused connection sent
+-- nothing; an error answer is not billed.
+local function prompt_sent(record)
+  for _, a in ipairs(type(record) == "table" and record.attempts or {}) do
+    if a.outcome == "aborted" or (a.status == 0 and (a.error == "timeout" or a.error == "reset")) then
+      return true
+    end
+  end
+  return false
+end
+
+local function used(ctx, v, record)
   local u = ctx.usage
   if type(u) == "table" and type(u.prompt_tokens) == "number" then
     local c = type(u.completion_tokens) == "number" and u.completion_tokens or 0
@@ -478,7 +497,10 @@ local function used(ctx, v)
   end
   local r = ctx.response
   -- status 0: the last attempt failed before any answer (fallback saw it)
-  if not r or r.status == 0 or r.status >= 400 then return 0, 0, "no answer" end
+  if not r or r.status == 0 or r.status >= 400 then
+    if prompt_sent(record) then return v.prompt, 0, "prompt sent, no answer" end
+    return 0, 0, "no answer"
+  end
   if v.streamed > 0 then return v.prompt, ceil(v.streamed / 4), "streamed" end
   -- an answer without usage: keep the reservation
   return nil
@@ -488,7 +510,7 @@ function quota.log(ctx, conf, record)
   local v = ctx.vars
   local holds = v.holds
   if not holds or not conf.holds_tokens then return end
-  local prompt, completion, source = used(ctx, v)
+  local prompt, completion, source = used(ctx, v, record)
   if prompt then
     for _, h in ipairs(holds) do
       local l = h.limit

@@ -481,3 +481,26 @@ describe("quota plugin settling a request no backend answered", function()
     assert.equals("ok", call().action)
   end)
 end)
+
+describe("quota plugin settling a prompt that was sent but never answered", function()
+  it("charges the prompt when the client left while an attempt was out", function()
+    local json = require "sluice.json"
+    t.plugin_dirs = { "plugins", "spec/fixtures/plugins" }
+    local team = "gone-" .. os.time()
+    local c = t.chain({ { name = "test-consumer" },
+      { name = "quota", config = { default_completion_tokens = 100,
+                                   limits = { { by = "team", tokens = 150, period = "60s" } } } } },
+      { models = { m = { targets = { { backend = "mock" } } } } })
+    local prompt = string.rep("word ", 40) -- about 50 tokens
+    local function call()
+      return t.request(c, { headers = { ["x-test-consumer"] = json.encode({ id = team, team = team }) },
+                            json = { model = "m", messages = { { role = "user", content = prompt } } } })
+    end
+    local res = call()
+    assert.equals("ok", res.action)
+    local _, audit = t.log(c, res.ctx, { attempts = { { backend = "mock", status = 0, outcome = "aborted" } } })
+    assert.equals("prompt sent, no answer", audit.annotations.quota.quota_tokens.source)
+    assert.is_true(audit.annotations.quota.quota_tokens.prompt > 0)
+    assert.equals(0, audit.annotations.quota.quota_tokens.completion)
+  end)
+end)
