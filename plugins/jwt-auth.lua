@@ -224,7 +224,9 @@ local function list_claim(v)
     for name in v:gmatch("[^%s,]+") do out[#out + 1] = name end
     return out
   end
-  if type(v) ~= "table" then return nil end
+  -- absent: the issuer's default; present but neither a list nor a
+  -- string (false, a number): allows nothing, never everything
+  if type(v) ~= "table" then return v ~= nil and {} or nil end
   local out = {}
   for _, x in ipairs(v) do
     if type(x) == "string" then out[#out + 1] = x end

@@ -155,6 +155,7 @@ local function remove_key_headers(req, lookup)
 end
 
 function key_auth.access(ctx, conf)
+  if ctx.consumer ~= nil then return end -- an earlier auth plugin identified the caller
   local req = ctx.request
   local key = presented_key(req, conf.lookup)
 

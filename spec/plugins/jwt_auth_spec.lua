@@ -251,6 +251,31 @@ describe("jwt-auth plugin", function()
       assert.equals("unassigned", call(ch2, token({ claims = c2 })).ctx.consumer.team)
     end)
 
+    it("allows nothing, not everything, for a models or regions claim of the wrong type", function()
+      local ch2 = chain(base_config({
+        issuers = { { issuer = ISS, jwks_file = mint.file("jwks.json"),
+          defaults = { regions = { "eu" } } } },
+      }))
+      local c = mint.claims(ISS, AUD, { models = false, regions = 7 })
+      local res = call(ch2, token({ claims = c }))
+      assert.equals("ok", res.action, res.message)
+      assert.same({}, res.ctx.consumer.models)
+      assert.same({}, res.ctx.consumer.regions)
+    end)
+
+    it("shares the Authorization header with key-auth listed after it", function()
+      local key = "sk-gw-combined-1"
+      local ch2 = chain(base_config({ optional = true }), { { name = "key-auth", config = {
+        consumers = { batch = { keys = { { hash = "sha256:" .. require("sluice.hash").sha256(key) } } } } } } })
+      local res = call(ch2, token())
+      assert.equals("ok", res.action, res.message)
+      assert.equals("jwt-auth", res.ctx.consumer.source)
+      res = call(ch2, key)
+      assert.equals("ok", res.action, res.message)
+      assert.equals("batch", res.ctx.consumer.id)
+      assert.equals(401, call(ch2, "sk-not-issued").status)
+    end)
+
     it("copies forward_claims into consumer.claims and nothing else", function()
       local ch3 = chain(base_config({ forward_claims = { "tenant" } }))
       local c = mint.claims(ISS, AUD, { tenant = "acme", secret_stuff = "x" })
