@@ -53,6 +53,9 @@ local function plain_copy(v, depth)
   return c
 end
 
+-- A plain-data copy of `v` (for the runtime).
+function M.copy(v) return plain_copy(v, 0) end
+
 -- ---- headers ---------------------------------------------------------------
 
 local function valid_name(name)

@@ -561,7 +561,8 @@ end
 -- facts for log plugins. Returns the audit fields.
 function M.log(chain, st, record)
   if #chain.log > 0 then
-    record.notes = st.notes
+    -- a copy: a log plugin cannot rewrite what another recorded
+    record.notes = st.notes and ctxmod.copy(st.notes)
     run(chain, "log", st, record)
   end
   -- The request's policy facts for /metrics: one call, plain values, the
