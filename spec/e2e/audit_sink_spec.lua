@@ -20,11 +20,7 @@ local AUDIT_TOKEN = "Bearer audit-collector-token-3e8d41"
 local EMAIL = "jane.roe.audit@example.com"
 local SECRETS = { GW_KEY, PROVIDER_KEY, AUDIT_TOKEN, "audit-collector-token", EMAIL }
 
-local function hash_of(key)
-  local st, out = proc.run("printf %s " .. proc.quote(key) .. " | scripts/hash-key.sh")
-  assert(st == 0, out)
-  return (assert(out:match("^(sha256:%x+)\n$"), out))
-end
+local hash_of = proc.hash_key
 
 local function policy(mock_url)
   return ([[

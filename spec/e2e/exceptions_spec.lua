@@ -9,11 +9,7 @@ local json = require "sluice.json"
 
 local KEYS = { claims = "sk-exc-claims-1111", other = "sk-exc-other-2222" }
 
-local function hash_of(key)
-  local st, out = proc.run("printf %s " .. proc.quote(key) .. " | scripts/hash-key.sh")
-  assert(st == 0, out)
-  return (assert(out:match("^(sha256:%x+)\n$"), out))
-end
+local hash_of = proc.hash_key
 
 local function iso(epoch) return os.date("!%Y-%m-%dT%H:%M:%SZ", epoch) end
 

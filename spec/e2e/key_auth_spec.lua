@@ -16,12 +16,7 @@ local OFF_KEY = "sk-gw-e2e-disabled-app-90be"
 local WRONG_KEY = "sk-gw-e2e-not-issued-5e11"
 local ALL_KEYS = { CHAT_KEY, ROTATED_KEY, OFF_KEY, WRONG_KEY }
 
--- The hash as operators make it: with the shipped script.
-local function hash_of(key)
-  local st, out = proc.run("printf %s " .. proc.quote(key) .. " | scripts/hash-key.sh")
-  assert(st == 0, out)
-  return (assert(out:match("^(sha256:%x+)\n$"), out))
-end
+local hash_of = proc.hash_key
 
 local function policy(mock_url)
   return ([[
@@ -176,12 +171,7 @@ describe("key-auth in the gateway", function()
   end)
 
   it("serves the Anthropic SDK on /v1/messages with its apiKey as the gateway key", function()
-    local f = io.open(SDK_DIR .. "/node_modules/@anthropic-ai/sdk/package.json")
-    if not f then
-      pending("spec/sdk has no node_modules (run npm install there, or spec/e2e/sdk_spec.lua)")
-      return
-    end
-    f:close()
+    proc.ensure_sdks()
     local script = [[
 import Anthropic from "@anthropic-ai/sdk";
 const base = process.env.GW_BASE;

@@ -14,11 +14,7 @@ local json = require "sluice.json"
 local KEYS = { alice = "sk-report-alice-1111", bob = "sk-report-bob-2222",
                carol = "sk-report-carol-3333" }
 
-local function hash_of(key)
-  local st, out = proc.run("printf %s " .. proc.quote(key) .. " | scripts/hash-key.sh")
-  assert(st == 0, out)
-  return (assert(out:match("^(sha256:%x+)\n$"), out))
-end
+local hash_of = proc.hash_key
 
 local function iso(epoch) return os.date("!%Y-%m-%dT%H:%M:%SZ", epoch) end
 

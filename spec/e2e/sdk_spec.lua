@@ -10,12 +10,7 @@ local json = require "sluice.json"
 local SDK_DIR = "spec/sdk"
 local KEY = "sk-provider-key-from-policy"
 
-local function ensure_sdks()
-  local f = io.open(SDK_DIR .. "/node_modules/openai/package.json")
-  if f then f:close() return end
-  local status, out = proc.run("cd " .. SDK_DIR .. " && timeout 300 npm install --no-audit --no-fund")
-  assert(status == 0, "npm install failed:\n" .. out)
-end
+local ensure_sdks = proc.ensure_sdks
 
 local function drive(sdk, base, model, scenario)
   local status, out = proc.run(("cd %s && timeout 60 node drive.mjs %s %s %s %s"):format(

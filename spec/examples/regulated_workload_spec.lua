@@ -17,12 +17,7 @@ local CLAIMS, MARKETING = "sk-claims-triage-demo", "sk-marketing-copy-demo"
 local IBAN = "DE89 3704 0044 0532 0130 00"
 local CARD = "4111 1111 1111 1111"
 
-local function ensure_sdks()
-  local f = io.open(SDK_DIR .. "/node_modules/openai/package.json")
-  if f then f:close() return end
-  local status, out = proc.run("cd " .. SDK_DIR .. " && timeout 300 npm install --no-audit --no-fund")
-  assert(status == 0, "npm install failed:\n" .. out)
-end
+local ensure_sdks = proc.ensure_sdks
 
 -- One SDK call: what the application saw.
 local function sdk(base, key, model, opts)

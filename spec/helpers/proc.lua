@@ -455,4 +455,26 @@ function M.gateway(opts)
   return g
 end
 
+
+-- ---- shared test fixtures ------------------------------------------------------
+
+-- A gateway key's hash as operators make it: with the shipped script.
+function M.hash_key(key)
+  local st, out = M.run("printf %s " .. M.quote(key) .. " | scripts/hash-key.sh")
+  assert(st == 0, out)
+  return (assert(out:match("^(sha256:%x+)\n$"), out))
+end
+
+-- The client SDKs of spec/sdk (npm `openai`, `@anthropic-ai/sdk`),
+-- installed on first use.
+M.SDK_DIR = "spec/sdk"
+function M.ensure_sdks()
+  local f = io.open(M.SDK_DIR .. "/node_modules/openai/package.json")
+  if f then f:close() return end
+  -- specs run in parallel: one installs, the others wait for it
+  local status, out = M.run("cd " .. M.SDK_DIR .. " && flock .npm.lock sh -c "
+    .. "'test -f node_modules/openai/package.json || timeout 300 npm install --no-audit --no-fund'")
+  assert(status == 0, "npm install failed:\n" .. out)
+end
+
 return M
