@@ -466,14 +466,17 @@ function M.hash_key(key)
 end
 
 -- The client SDKs of spec/sdk (npm `openai`, `@anthropic-ai/sdk`),
--- installed on first use.
+-- installed on first use. Specs run in parallel: one installs under a lock,
+-- the others wait; a marker written after a complete install is what
+-- counts, never a half-filled node_modules.
 M.SDK_DIR = "spec/sdk"
 function M.ensure_sdks()
-  local f = io.open(M.SDK_DIR .. "/node_modules/openai/package.json")
+  local marker = M.SDK_DIR .. "/node_modules/.sluice-installed"
+  local f = io.open(marker)
   if f then f:close() return end
-  -- specs run in parallel: one installs, the others wait for it
   local status, out = M.run("cd " .. M.SDK_DIR .. " && flock .npm.lock sh -c "
-    .. "'test -f node_modules/openai/package.json || timeout 300 npm install --no-audit --no-fund'")
+    .. "'test -f node_modules/.sluice-installed || "
+    .. "(timeout 300 npm install --no-audit --no-fund && touch node_modules/.sluice-installed)'")
   assert(status == 0, "npm install failed:\n" .. out)
 end
 
