@@ -10,6 +10,11 @@
 #           JSON access log to a file)
 #   sluice  wrk -> sluice -> mock            (workers: 1, JSON access log to
 #           a file, no plugins)
+#   sluice_lua    the same with one plugin that decodes the body
+#   sluice_ai     the AI front door: a model catalog, the OpenAI adapter
+#   sluice_chain  the shipped default policy (policies/default.yaml: key-auth,
+#           catalog, data-boundary, request-limits, redact) in front of the
+#           mock, chat.lua's key as the consumer's
 # Each case is a POST of bench/chat.lua's ~1 KB chat body, at every
 # connection count in $CONNS, for $ROUNDS interleaved rounds (direct, nginx,
 # sluice, direct, ...). The median round is reported.
@@ -40,12 +45,12 @@
 #       throughput like many connections (a pipeline mock -> proxy -> client).
 # PIN=split, PIN=same or PIN=none force one placement for every case.
 #
-# Knobs (environment): DURATION (s per measured run, 8), WARMUP (s per target
+# Knobs (environment): DURATION (s per measured run, 7), WARMUP (s per target
 # before the rounds, 2), ROUNDS (3), CONNS ("50 1"), PIN (auto|split|same|none),
 # PROXY_CPU (1), LOAD_CPU (0), STREAM (1; 0 skips the streaming case),
 # SLUICE_BIN (./build/sluice from the repo root), NGINX_BIN (/usr/sbin/nginx),
 # KEEP_TMP (1 keeps the temp dir with configs and logs).
-# Defaults take about 3.5 minutes.
+# Defaults take about 5 minutes.
 # `make bench` runs this with sh; the script wants bash (RANDOM, /dev/tcp).
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -eu
@@ -54,7 +59,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
-DURATION=${DURATION:-8}
+DURATION=${DURATION:-7}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"50 1"}
@@ -62,7 +67,7 @@ PIN=${PIN:-auto}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 STREAM=${STREAM:-1}
-TARGETS="direct nginx sluice sluice_lua sluice_ai"
+TARGETS="direct nginx sluice sluice_lua sluice_ai sluice_chain"
 HZ=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -182,6 +187,7 @@ NGINX_SSE_PORT=$(free_port)
 SLUICE_PORT=$(free_port)
 SLUICE_LUA_PORT=$(free_port)
 SLUICE_AI_PORT=$(free_port)
+SLUICE_CHAIN_PORT=$(free_port)
 
 $pin_proxy "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
     >"$TMP/mock.log" 2>&1 &
@@ -254,16 +260,20 @@ wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ' | head -n1)
 [ -n "$NGINX_WORKER" ] || die "no nginx worker process"
 
-# start_sluice NAME PORT [PLUGIN] [CATALOG]: a one-worker sluice in
+# start_sluice NAME PORT [PLUGIN] [CATALOG] [POLICY]: a one-worker sluice in
 # $TMP/NAME in front of the mock, with an access log like nginx's, PLUGIN
 # (from bench/plugins) as its only plugin when not empty, and with CATALOG
 # set a model catalog, so requests go through the AI front door (the OpenAI
 # adapter rewrites the model, reads usage, re-frames each stream event).
-# Sets STARTED_PID.
+# POLICY, when given, is the whole policy file to use instead (and the
+# shipped plugins/ directory is searched too). Sets STARTED_PID.
 start_sluice() {
-    local name=$1 port=$2 plugin=${3:-} catalog=${4:-} dir=$TMP/$1
+    local name=$1 port=$2 plugin=${3:-} catalog=${4:-} policy=${5:-} dir=$TMP/$1
     mkdir -p "$dir/policies"
-    cat >"$dir/policies/bench.yaml" <<EOF
+    if [ -n "$policy" ]; then
+        cp "$policy" "$dir/policies/bench.yaml"
+    else
+        cat >"$dir/policies/bench.yaml" <<EOF
 backends:
   mock:
     provider: openai
@@ -271,16 +281,20 @@ backends:
     region: local
 default_backend: mock
 EOF
-    [ -n "$plugin" ] && printf 'plugins:\n  - name: %s\n' "$plugin" \
-        >>"$dir/policies/bench.yaml"
-    [ -n "$catalog" ] && printf 'models:\n  gpt-4o-mini:\n    targets: [ { backend: mock, model: mock-model } ]\n' \
-        >>"$dir/policies/bench.yaml"
+        if [ -n "$plugin" ]; then
+            printf 'plugins:\n  - name: %s\n' "$plugin" >>"$dir/policies/bench.yaml"
+        fi
+        if [ -n "$catalog" ]; then
+            printf 'models:\n  gpt-4o-mini:\n    targets: [ { backend: mock, model: mock-model } ]\n' \
+                >>"$dir/policies/bench.yaml"
+        fi
+    fi
     cat >"$dir/sluice.yaml" <<EOF
 workers: 1
 listen:
   - address: 127.0.0.1:$port
 policy_dir: $dir/policies
-plugin_dirs: [$BENCH/plugins]
+plugin_dirs: [$BENCH/plugins, $ROOT/plugins]
 upstream:
   max_idle_per_backend: 64
 log:
@@ -302,6 +316,22 @@ start_sluice sluice_lua "$SLUICE_LUA_PORT" read-model
 SLUICE_LUA_PID=$STARTED_PID
 start_sluice sluice_ai "$SLUICE_AI_PORT" "" catalog
 SLUICE_AI_PID=$STARTED_PID
+# sluice_chain: the shipped default policy (policies/default.yaml: key-auth,
+# catalog, data-boundary, request-limits, redact, through the front door)
+# as is, with two edits: the backend is the bench mock, and the demo
+# consumer's key hash is that of chat.lua's key, so every request is a
+# consumer's request that runs the whole chain.
+BENCH_KEY=sk-bench-0000000000000000
+BENCH_KEY_HASH=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
+DEMO_KEY_HASH=1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213
+sed -e "s#url: http://127.0.0.1:8081#url: http://127.0.0.1:$MOCK_PORT#" \
+    -e "s#sha256:$DEMO_KEY_HASH#sha256:$BENCH_KEY_HASH#" \
+    "$ROOT/policies/default.yaml" >"$TMP/chain-policy.yaml"
+grep -q "127.0.0.1:$MOCK_PORT" "$TMP/chain-policy.yaml" &&
+    grep -q "sha256:$BENCH_KEY_HASH" "$TMP/chain-policy.yaml" ||
+    die "policies/default.yaml changed shape (backend url or demo key hash not found); update bench/run.sh"
+start_sluice sluice_chain "$SLUICE_CHAIN_PORT" "" "" "$TMP/chain-policy.yaml"
+SLUICE_CHAIN_PID=$STARTED_PID
 
 port_of() {
     case $1 in
@@ -310,6 +340,7 @@ port_of() {
     sluice) echo "$SLUICE_PORT" ;;
     sluice_lua) echo "$SLUICE_LUA_PORT" ;;
     sluice_ai) echo "$SLUICE_AI_PORT" ;;
+    sluice_chain) echo "$SLUICE_CHAIN_PORT" ;;
     esac
 }
 # The processes whose CPU time is "the proxy" for a target.
@@ -320,13 +351,14 @@ proxy_pids() {
     sluice) echo "$SLUICE_PID" ;;
     sluice_lua) echo "$SLUICE_LUA_PID" ;;
     sluice_ai) echo "$SLUICE_AI_PID" ;;
+    sluice_chain) echo "$SLUICE_CHAIN_PID" ;;
     esac
 }
 
 # Every target must answer the chat body with a 200 before we time it.
 for t in $TARGETS; do
     code=$(curl -s -o "$TMP/check-$t.json" -w '%{http_code}' \
-        -H 'content-type: application/json' \
+        -H 'content-type: application/json' -H "authorization: Bearer $BENCH_KEY" \
         --data '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
         "http://127.0.0.1:$(port_of "$t")/v1/chat/completions")
     [ "$code" = 200 ] || die "$t answered $code: $(head -c 300 "$TMP/check-$t.json")"
@@ -397,7 +429,7 @@ if [ "$STREAM" = 1 ]; then
     if lua -e 'require("socket")' 2>/dev/null; then
         SSE_OK=1
         for r in $(seq 1 "$ROUNDS"); do
-            for t in direct nginx sluice sluice_ai; do
+            for t in direct nginx sluice sluice_ai sluice_chain; do
                 port=$(port_of "$t")
                 [ "$t" = nginx ] && port=$NGINX_SSE_PORT
                 # first event: 8 events 5 ms apart, 10 streams per round;
@@ -475,7 +507,7 @@ $1 == "SSE" {
     print $0 >> txt
 }
 END {
-    nt = split("direct nginx sluice sluice_lua sluice_ai", T, " ")
+    nt = split("direct nginx sluice sluice_lua sluice_ai sluice_chain", T, " ")
     nc = split(conns, C, " ")
     row("### sluice bench " stamp)
     row("")
@@ -526,6 +558,17 @@ END {
             v = m_rps["sluice_ai", c] / m_rps["nginx", c]
             row(sprintf("| sluice front door (catalog + OpenAI adapter)/nginx req/s, %s | %.3f | |", cs, v))
             both(sprintf("BENCH ratio=sluice_ai_over_nginx_rps conns=%d value=%.3f", c, v))
+            v = m_cpr["sluice_ai", c] / m_cpr["nginx", c]
+            row(sprintf("| sluice front door/nginx proxy CPU per request, %s | %.3f | |", cs, v))
+            both(sprintf("BENCH ratio=sluice_ai_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
+        }
+        if (m_rps["nginx", c] > 0 && m_rps["sluice_chain", c] > 0) {
+            v = m_rps["sluice_chain", c] / m_rps["nginx", c]
+            row(sprintf("| sluice default chain (5 plugins + front door)/nginx req/s, %s | %.3f | %s |", cs, v, c == 50 ? ">= 0.85" : ""))
+            both(sprintf("BENCH ratio=sluice_chain_over_nginx_rps conns=%d value=%.3f", c, v))
+            v = m_cpr["sluice_chain", c] / m_cpr["nginx", c]
+            row(sprintf("| sluice default chain/nginx proxy CPU per request, %s | %.3f | |", cs, v))
+            both(sprintf("BENCH ratio=sluice_chain_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
         }
         if (m_rps["direct", c] > 0 && m_rps["sluice", c] > 0) {
             v = m_rps["sluice", c] / m_rps["direct", c]

@@ -205,8 +205,23 @@ local BUILTIN = {
     valid = pem_ok },
 }
 
+-- Literal text every value of a class contains, one of the list at least
+-- (see possible() below).
+local DIGIT = { digit = true }
+local NEEDS = {
+  EMAIL = { "@" }, PHONE = DIGIT, CREDIT_CARD = DIGIT, IBAN = DIGIT, SSN = DIGIT, IPV4 = DIGIT,
+  OPENAI_KEY = { "sk-" }, ANTHROPIC_KEY = { "sk-" }, GITHUB_TOKEN = { "_" },
+  GOOGLE_API_KEY = { "AIza" }, SLACK_TOKEN = { "xox" },
+  AWS_ACCESS_KEY = { "AKIA", "ASIA", "ABIA", "ACCA", "AROA", "AIDA" },
+  JWT = { "eyJ" }, PRIVATE_KEY = { "-----BEGIN " },
+}
+
+-- Every literal of NEEDS but digits, as one search (a superset is fine).
+local LITERALS = "[@_]|sk-|xox|eyJ|AIza|A[KSBCRI][IACOD][AO]|-----BEGIN "
+
 local BUILTIN_BY_NAME = {}
 for i, c in ipairs(BUILTIN) do
+  c.needs = NEEDS[c.name]
   BUILTIN_BY_NAME[c.name] = c
   c.shown = i
 end
@@ -305,6 +320,8 @@ function redact.init(conf)
     re.find("", c.pattern) -- compile now: a bad custom pattern fails the policy
   end
   conf.list = classes
+  conf.needs = {} -- per class in list: its NEEDS, false for custom patterns
+  for i, c in ipairs(classes) do conf.needs[i] = c.def.needs or false end
   -- Short texts (most messages) are first checked with one alternation of
   -- every built-in class: one search instead of one per class when nothing
   -- is there. Custom patterns stay out of it (their back-references would
@@ -362,9 +379,51 @@ end
 
 local SHORT = 512
 
+-- Which classes text s may hold: false at index i when it lacks every
+-- literal class i's values contain (NEEDS), so that class is not searched
+-- there. Most prose holds no "@", no "sk-", often no digit at all: two
+-- cheap searches (a digit; any literal) rule out classes whose own
+-- searches cost more (and the alternation of all classes far more); plain
+-- finds sort the literals out only when one is there. Returns the list
+-- (nil when every class stays possible) and whether any class remains.
+local function possible(conf, s)
+  local needs, out, left = conf.needs, nil, false
+  local seen -- per list of literals (shared lists are looked up once)
+  local digit, literal
+  for i = 1, #needs do
+    local n = needs[i]
+    local ok = true
+    if n == DIGIT then
+      if digit == nil then digit = re.find(s, "[0-9]") ~= nil end
+      ok = digit
+    elseif n then
+      -- one search says whether any literal is there at all
+      if literal == nil then literal = re.find(s, LITERALS) ~= nil end
+      seen = seen or {}
+      ok = literal and seen[n]
+      if ok == nil then
+        ok = false
+        for j = 1, #n do
+          if s:find(n[j], 1, true) then ok = true; break end
+        end
+        seen[n] = ok
+      end
+    end
+    if ok then
+      left = true
+    else
+      out = out or {}
+      out[i] = false
+    end
+  end
+  return out, left
+end
+
 -- A scanner over s, or nil when a short text holds no candidate at all.
 local function new_scanner(conf, s)
-  if #s < SHORT then
+  local skip, left = possible(conf, s)
+  if not left then return nil end
+  if #s < SHORT and not skip then
     local hit = conf.any ~= "" and re.find(s, conf.any)
     if not hit then
       local cp = conf.custom_patterns
@@ -374,7 +433,7 @@ local function new_scanner(conf, s)
       if not hit then return nil end
     end
   end
-  return { conf = conf, s = s, from = {}, to = {} }
+  return { conf = conf, s = s, from = skip or {}, to = {} }
 end
 
 -- The next candidate of class i at or after init: from, to (nil at the end).

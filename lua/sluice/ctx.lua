@@ -58,9 +58,20 @@ function M.copy(v) return plain_copy(v, 0) end
 
 -- ---- headers ---------------------------------------------------------------
 
+-- Names already checked: plugins pass the same few header names on every
+-- request, and the pattern costs more than the lookup. Bounded: emptied
+-- when full, so names a client chose cannot grow it.
+local good_names, ngood = {}, 0
+
 local function valid_name(name)
-  return type(name) == "string" and #name > 0 and #name <= 256 and
+  if good_names[name] then return true end
+  local ok = type(name) == "string" and #name > 0 and #name <= 256 and
     not find(name, "[^!#$%%&'*+%-.^_`|~%w]")
+  if ok then
+    if ngood >= 256 then good_names, ngood = {}, 0 end
+    good_names[name], ngood = true, ngood + 1
+  end
+  return ok
 end
 
 local function valid_value(value)

@@ -309,6 +309,16 @@ function M.request(chain, st, method, path)
   return "ok", names, entry.name
 end
 
+-- The bytes the request's table was decoded from, when they still say
+-- exactly what it holds: the OpenAI door (no translation) and no plugin
+-- replaced the body with set_json since (edits go through set_json; a
+-- table changed in place without it is not sent, as for any request).
+local function raw_body(st, ai)
+  if ai.door.front ~= "openai" or st.json_dirty or st.json ~= ai.internal then return nil end
+  local raw = st.body
+  return type(raw) == "string" and raw or nil
+end
+
 local function copy(v)
   if type(v) ~= "table" then return v end
   local c = {}
@@ -349,7 +359,7 @@ function M.prepare(chain, st, n, name)
     end
     res, err = P.embeddings_request(req, target)
   else
-    res, err = P.chat_request(req, target)
+    res, err = P.chat_request(req, target, raw_body(st, ai))
   end
   if not res then
     return deny(err and err.status or 400, err and err.code or "unsupported_feature",
@@ -376,7 +386,7 @@ function M.prepare(chain, st, n, name)
       flat[#flat + 1] = v
     end
   end
-  local body = json.encode(res.body)
+  local body = res.body_bytes or json.encode(res.body)
   -- used only when the provider reports no usage
   target.prompt_tokens_estimate = res.prompt_tokens_estimate
   ai.attempt = { P = P, target = target, prepared = res, state = nil }
@@ -389,8 +399,9 @@ local function sse(data)
   return "data: " .. data .. "\n\n"
 end
 
+-- A chunk: a table, "[DONE]", or (adapters that keep bytes) its JSON text.
 local function encode_chunk(c)
-  if c == "[DONE]" then return sse("[DONE]") end
+  if type(c) == "string" then return sse(c) end
   return sse(json.encode(c))
 end
 
@@ -422,6 +433,13 @@ local function whole(st, data)
     return json.encode(e)
   end
   local body, usage
+  if not anth and ai.door.op == "chat" and a.P.chat_response_bytes then
+    body, usage = a.P.chat_response_bytes(status, data, a.target)
+    if body then
+      st.usage = usage
+      return body
+    end
+  end
   if ai.door.op == "embeddings" then
     body, usage = a.P.embeddings_response(status, data, a.target)
   else
@@ -464,7 +482,7 @@ function M.translate(st, data, last)
   end
   local ev = data ~= "" and parse_event(data) or nil
   if ev then
-    local list, usage = a.P.stream_event(a.state, ev)
+    local list, usage = a.P.stream_event(a.state, ev, not anth)
     if usage then st.usage = usage end
     emit(list)
   end

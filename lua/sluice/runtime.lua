@@ -495,29 +495,27 @@ end
 local PROMOTED = { data_class = true, cost_usd = true }
 
 local function audit_fields(st)
-  local out = {}
-  local function add(key, v)
-    local s = services.json.encode(v)
-    if s then out[#out + 1] = ',"' .. key .. '":' .. s end
-  end
+  -- One table, encoded once (member order is not part of the record);
+  -- should some member not encode, the others still go, one by one.
+  local rec = {}
   local c = st.consumer
   if type(c) == "table" then
-    add("consumer", { id = c.id, app = c.app, team = c.team, source = c.source })
+    rec.consumer = { id = c.id, app = c.app, team = c.team, source = c.source }
   end
   local m = st.model
   if m then
     local now = m.deprecated_at and os.time()
-    add("model", { requested = m.requested, public = m.name, stream = m.stream,
-                   deprecated = (now and now >= m.deprecated_at) or nil,
-                   sunset = (m.sunset_at and os.time() >= m.sunset_at) or nil })
+    rec.model = { requested = m.requested, public = m.name, stream = m.stream,
+                  deprecated = (now and now >= m.deprecated_at) or nil,
+                  sunset = (m.sunset_at and os.time() >= m.sunset_at) or nil }
   end
   local u = st.usage
-  if type(u) == "table" and next(u) ~= nil then add("usage", u) end
-  if st.decisions then add("decisions", st.decisions) end
+  if type(u) == "table" and next(u) ~= nil then rec.usage = u end
+  rec.decisions = st.decisions
   -- every attempt toward a backend: { backend, status, error, latency_ms,
   -- outcome } (set by the gateway when the request ends)
-  if type(st.attempts) == "table" and #st.attempts > 0 then add("attempts", st.attempts) end
-  if st.exceptions_used then add("exceptions", st.exceptions_used) end
+  if type(st.attempts) == "table" and #st.attempts > 0 then rec.attempts = st.attempts end
+  rec.exceptions = st.exceptions_used
   if st.notes then
     local by, top = {}, nil
     for _, n in ipairs(st.notes) do
@@ -526,10 +524,19 @@ local function audit_fields(st)
       p[n.key] = n.value
       if PROMOTED[n.key] then top = top or {}; top[n.key] = n.value end
     end
-    add("annotations", by)
+    rec.annotations = by
     if top then
-      for k, v in pairs(top) do add(k, v) end
+      for k, v in pairs(top) do rec[k] = v end
     end
+  end
+  if next(rec) == nil then return "" end
+  local encode = services.json.encode
+  local s = encode(rec)
+  if s then return "," .. s:sub(2, -2) end
+  local out = {}
+  for k, v in pairs(rec) do
+    local one = encode(v)
+    if one then out[#out + 1] = ',"' .. k .. '":' .. one end
   end
   return concat(out)
 end

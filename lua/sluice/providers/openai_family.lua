@@ -10,7 +10,9 @@ local common = require "sluice.providers.common"
 local M = {}
 
 local type, ipairs, tostring, error, setmetatable = type, ipairs, tostring, error, setmetatable
+local find, sub, byte = string.find, string.sub, string.byte
 local val = common.val
+local locate, encode, decode = json.locate, json.encode, json.decode -- locate: nil in older binaries
 local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 
 local function usage_of(u, source)
@@ -89,6 +91,41 @@ local function read_moderation(doc, target, source)
 end
 M.read_moderation = read_moderation
 
+-- ---- bytes instead of tables ----------------------------------------------
+--
+-- Between the OpenAI front door and an OpenAI-family backend the bodies are
+-- already in the right shape: only `model` changes (and stream_options may
+-- be added), so the bytes are spliced instead of decoded and re-encoded.
+-- json.locate vouches that the splice reads exactly as the decoded table
+-- would (no repeated keys, no escaped keys); anything it cannot vouch for,
+-- or that carries what only a decode can read, takes the table path.
+
+-- s with the value at from..to replaced by the JSON string v (unchanged
+-- when it already is that string).
+local function put_string(s, from, to, v)
+  local enc = encode(v)
+  if to - from + 1 == #enc and sub(s, from, to) == enc then return s end
+  return sub(s, 1, from - 1) .. enc .. sub(s, to + 1)
+end
+
+-- Safety results (Azure's filters, finish_reason content_filter) need the
+-- decoded document: an answer that may hold any takes the table path, and
+-- so does one with an ASCII character written as \u00XX (the words above
+-- could hide behind one).
+local function may_moderate(s)
+  if find(s, "content_filter", 1, true) or find(s, "prompt_filter", 1, true) or
+    find(s, "prompt_annotations", 1, true) then
+    return true
+  end
+  local i = find(s, "\\u00", 1, true)
+  while i do
+    local c = byte(s, i + 4)
+    if c and c >= 48 and c <= 55 then return true end -- \u0000 to \u007F
+    i = find(s, "\\u00", i + 4, true)
+  end
+  return false
+end
+
 -- The OpenAI error table for an OpenAI-shaped (or unreadable) error body.
 function M.error_from(provider, status, body)
   local doc = common.decode(body)
@@ -122,18 +159,38 @@ function M.new(spec)
     if spec.keep_model == false then req.model = nil else req.model = target.model end
   end
 
-  function P.chat_request(req, target)
+  -- The request's bytes: raw (what req was decoded from) with the model
+  -- replaced and stream_options added when it was absent; nil when the
+  -- table must be encoded instead.
+  local function splice_request(raw, target, added_options)
+    if not locate or spec.fix_request or spec.keep_model == false or type(target.model) ~= "string" then
+      return nil
+    end
+    local ok, mf, mt, sf = locate(raw, "model", "stream_options")
+    if not ok or not mf or (added_options and sf) then return nil end
+    local out = put_string(raw, mf, mt, target.model)
+    if added_options then
+      local brace = find(out, "{", 1, true)
+      out = sub(out, 1, brace) .. '"stream_options":{"include_usage":true},' .. sub(out, brace + 1)
+    end
+    return out
+  end
+
+  -- raw: the bytes req was decoded from, when nothing changed it since
+  -- (the front door knows); the answer then carries them as body_bytes.
+  function P.chat_request(req, target, raw)
     if type(req) ~= "table" then
       return nil, common.invalid("the request body must be a JSON object")
     end
     place_model(req, target)
     if spec.fix_request then spec.fix_request(req) end
-    local strip = false
+    local strip, added = false, false
     if req.stream == true then
       local so = val(req.stream_options)
       local asked = type(so) == "table" and so.include_usage == true
       if not asked and target.stream_usage ~= false then
         if type(so) ~= "table" then
+          added = so == nil
           so = {}
           req.stream_options = so
         end
@@ -141,7 +198,10 @@ function M.new(spec)
         strip = true
       end
     end
+    local bytes = type(raw) == "string" and splice_request(raw, target, added) or nil
+    if strip and not added then bytes = nil end -- stream_options edited: encode
     return {
+      body_bytes = bytes,
       method = "POST",
       path = common.root(target, spec.root) .. spec.chat_path(target),
       query = spec.query and spec.query(target) or nil,
@@ -163,6 +223,23 @@ function M.new(spec)
     end
     if target and target.public_model then doc.model = target.public_model end
     return doc
+  end
+
+  -- A success body's bytes with the public model name, and its usage; nil
+  -- when the table path must read it (no usage reported, safety results,
+  -- no model member to rename, or bytes json.locate cannot vouch for).
+  function P.chat_response_bytes(status, body, target)
+    if not locate or type(body) ~= "string" or may_moderate(body) then return nil end
+    local ok, mf, mt, uf, ut = locate(body, "model", "usage")
+    if not ok or not uf then return nil end
+    local u = decode(sub(body, uf, ut))
+    if type(u) ~= "table" then return nil end
+    local public = target and target.public_model
+    if public then
+      if not mf then return nil end
+      body = put_string(body, mf, mt, public)
+    end
+    return body, usage_of(u, "reported")
   end
 
   function P.chat_response(status, body, target)
@@ -196,12 +273,41 @@ function M.new(spec)
     }
   end
 
-  function P.stream_event(state, ev)
+  -- A chunk without usage, error or safety results: its bytes with the
+  -- model renamed, reading only its choices; nil for the table path.
+  local function event_bytes(state, data)
+    if not locate or may_moderate(data) then return nil end
+    local ok, mf, mt, cf, ct, uf, ut, ef = locate(data, "model", "choices", "usage", "error")
+    if not ok or ef or (uf and sub(data, uf, ut) ~= "null") then return nil end
+    -- the stream's end and generated bytes (the estimate without usage)
+    local choices = cf and decode(sub(data, cf, ct))
+    if mf and state.public_model then data = put_string(data, mf, mt, state.public_model) end
+    if type(choices) == "table" then
+      for i = 1, #choices do
+        local ch = choices[i]
+        if type(ch) == "table" then
+          if val(ch.finish_reason) ~= nil then state.finished = true end
+          local d = val(ch.delta)
+          if type(d) == "table" and type(d.content) == "string" then
+            state.bytes = state.bytes + #d.content
+          end
+        end
+      end
+    end
+    return data
+  end
+
+  -- as_bytes: the caller takes a chunk as its JSON text (a string) too.
+  function P.stream_event(state, ev, as_bytes)
     local data = ev.data
     if data == "[DONE]" then
       if state.done then return EMPTY end
       state.done = true
       return { "[DONE]" }
+    end
+    if as_bytes then
+      local out = event_bytes(state, data)
+      if out then return { out } end
     end
     local chunk = json.decode(data)
     if type(chunk) ~= "table" then return EMPTY, nil, "unreadable stream event from " .. name end
