@@ -264,27 +264,33 @@ static void metrics_h(sl_admin *a, sl_http_req *r, admin_actor *who);
 
 /* One line per endpoint: method, path ('*' is one path segment), the
  * role it needs (admin holds every role), and its handler. */
+/* `changes`: in cluster mode, read the cluster's changes first, so a
+ * change submitted on another instance can be seen, approved and
+ * published here. */
 static const struct route {
     const char *method;
     const char *path;
     unsigned role;
     route_fn fn;
+    int changes;
 } routes[] = {
-    {"GET", "/metrics", SL_ROLE_READ, metrics_h},
-    {"GET", "/admin/status", SL_ROLE_READ, status_h},
-    {"GET", "/admin/policy", SL_ROLE_READ, policy_h},
-    {"GET", "/admin/versions", SL_ROLE_READ, versions_h},
-    {"GET", "/admin/changes", SL_ROLE_READ, sl_admin__changes_h},
-    {"GET", "/admin/changes/*", SL_ROLE_READ, sl_admin__change_h},
-    {"GET", "/admin/exceptions", SL_ROLE_READ, sl_admin__exceptions_h},
-    {"GET", "/admin/audit", SL_ROLE_READ, sl_admin__audit_h},
-    {"POST", "/admin/policy/validate", SL_ROLE_PROPOSE, sl_admin__validate_h},
-    {"POST", "/admin/policy/diff", SL_ROLE_PROPOSE, sl_admin__diff_h},
-    {"POST", "/admin/changes", SL_ROLE_PROPOSE, sl_admin__submit_h},
-    {"POST", "/admin/changes/*/approve", SL_ROLE_APPROVE, sl_admin__approve_h},
-    {"POST", "/admin/publish", SL_ROLE_APPROVE, sl_admin__publish_h},
-    {"POST", "/admin/rollback", SL_ROLE_ADMIN, sl_admin__rollback_h},
-    {"POST", "/admin/reload", SL_ROLE_ADMIN, sl_admin__reload_h},
+    {"GET", "/metrics", SL_ROLE_READ, metrics_h, 0},
+    {"GET", "/admin/status", SL_ROLE_READ, status_h, 0},
+    {"GET", "/admin/policy", SL_ROLE_READ, policy_h, 0},
+    {"GET", "/admin/versions", SL_ROLE_READ, versions_h, 0},
+    {"GET", "/admin/changes", SL_ROLE_READ, sl_admin__changes_h, 1},
+    {"GET", "/admin/changes/*", SL_ROLE_READ, sl_admin__change_h, 1},
+    {"GET", "/admin/exceptions", SL_ROLE_READ, sl_admin__exceptions_h, 0},
+    {"GET", "/admin/audit", SL_ROLE_READ, sl_admin__audit_h, 0},
+    {"POST", "/admin/policy/validate", SL_ROLE_PROPOSE, sl_admin__validate_h,
+     0},
+    {"POST", "/admin/policy/diff", SL_ROLE_PROPOSE, sl_admin__diff_h, 0},
+    {"POST", "/admin/changes", SL_ROLE_PROPOSE, sl_admin__submit_h, 0},
+    {"POST", "/admin/changes/*/approve", SL_ROLE_APPROVE, sl_admin__approve_h,
+     1},
+    {"POST", "/admin/publish", SL_ROLE_APPROVE, sl_admin__publish_h, 1},
+    {"POST", "/admin/rollback", SL_ROLE_ADMIN, sl_admin__rollback_h, 0},
+    {"POST", "/admin/reload", SL_ROLE_ADMIN, sl_admin__reload_h, 0},
 };
 
 static int path_matches(const char *pat, const sl_str *path)
@@ -363,12 +369,15 @@ static void on_request(sl_http_req *r, void *data)
                         who.name, role_name(hit->role));
         return;
     }
+    if (hit->changes && sl_admin__cluster_sync(a, r, &who, hit->fn) == 0)
+        return;
     hit->fn(a, r, &who);
 }
 
 static void on_abort(sl_http_req *r, void *data)
 {
     sl_admin__forget_request(data, r);
+    sl_admin__cluster_forget(data, r);
 }
 
 /* ---- read endpoints ---------------------------------------------------- */
@@ -438,6 +447,10 @@ static void status_h(sl_admin *a, sl_http_req *r, admin_actor *who)
     }
     sl_buf_puts(&b, "],\"you\":");
     sl_admin__jstr(&b, who->name);
+    if (a->cl) {
+        sl_admin__cluster_status(a, r, &b);
+        return;
+    }
     sl_buf_puts(&b, "}");
     send_buf(r, &b);
 }
@@ -569,6 +582,8 @@ static int first_from_dir(sl_admin *a, sl_policy **out, char *err,
 static int first_policy(sl_admin *a, sl_policy **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (sl_admin__cluster_first(a, out) == 1)
+        return 0;
     if (a->store) {
         sl_ver_id *hist;
         int n;
@@ -661,8 +676,9 @@ int sl_admin_start(sl_admin *a, uv_loop_t *loop, sl_worker **ws, int n,
     uv_async_init(loop, &a->async, on_async);
     a->async.data = a;
     a->async_open = 1;
-    if (!a->cfg->admin.enabled)
-        return 0;
+    int rc = sl_admin__cluster_start(a, err, errlen);
+    if (rc < 0 || !a->cfg->admin.enabled)
+        return rc;
     const sl_config *c = a->cfg;
     sl_http_settings st = {
         .limits = c->limits,
@@ -675,7 +691,6 @@ int sl_admin_start(sl_admin *a, uv_loop_t *loop, sl_worker **ws, int n,
     sl_http_handler h = {
         .on_request = on_request, .on_abort = on_abort, .data = a};
     const sl_listen_cfg *l = &c->admin.listen;
-    int rc;
     if (l->tls_cert && (rc = sl_tls_server_config_new(
                             &a->tls, l->tls_cert, l->tls_key, err, errlen)) < 0)
         return rc;
@@ -704,6 +719,7 @@ void sl_admin_close(sl_admin *a)
         sl_http_server_drain(a->srv, server_closed, a);
     if (a->srv)
         sl_http_server_close_all(a->srv);
+    sl_admin__cluster_close(a);
     pthread_mutex_lock(&a->lock);
     int open = a->async_open;
     a->async_open = 0;
@@ -721,6 +737,7 @@ void sl_admin_free(sl_admin *a)
     if (a->tls)
         sl_tls_config_free(a->tls);
     sl_admin__job_free(a);
+    sl_admin__cluster_free(a);
     free(a->job.applied);
     sl_admin__free_changes(a);
     sl_admin__audit_close(a);

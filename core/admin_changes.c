@@ -111,6 +111,74 @@ static char *json_field(lua_State *L, const char *key)
     return out;
 }
 
+/* A change from the decoded table at the stack top. */
+static void fill_change(lua_State *L, admin_change *c)
+{
+    copy_field(L, "id", c->id, sizeof(c->id));
+    copy_field(L, "version", c->version, sizeof(c->version));
+    copy_field(L, "base", c->base, sizeof(c->base));
+    copy_field(L, "submitted", c->submitted, sizeof(c->submitted));
+    copy_field(L, "status", c->status, sizeof(c->status));
+    c->author = dup_field(L, "author");
+    c->message = dup_field(L, "message");
+    c->diff_json = json_field(L, "diff");
+    lua_getfield(L, -1, "needs_approval");
+    c->needs_approval = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "approvers");
+    int na = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    for (int j = 1; j <= na && j <= ADMIN_MAX_APPROVERS; j++) {
+        lua_rawgeti(L, -1, j);
+        if (lua_isstring(L, -1))
+            c->approvers[c->napprovers++] = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+admin_change *sl_admin__change_from_json(sl_admin *a, const char *json,
+                                         size_t len)
+{
+    lua_State *L = sl_lua_state(a->lua);
+    int top = lua_gettop(L);
+    admin_change *c = NULL;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sluice.json");
+    if (lua_pcall(L, 1, 1, 0) == 0) {
+        lua_getfield(L, -1, "decode");
+        lua_pushlstring(L, json, len);
+        if (lua_pcall(L, 1, 1, 0) == 0 && lua_istable(L, -1)) {
+            lua_getfield(L, -1, "id");
+            const char *id = lua_tostring(L, -1);
+            int ok = id && strlen(id) == 16 && strlen(id) < sizeof(c->id);
+            if (ok)
+                c = sl_admin__find_change(a, id);
+            lua_pop(L, 1);
+            if (ok && !c && (c = sl_admin__add_change(a)))
+                fill_change(L, c);
+        }
+    }
+    lua_settop(L, top);
+    if (c && (!c->author || c->version[0] == '\0'))
+        c = NULL; /* not a change record */
+    return c;
+}
+
+void sl_admin__change_set_approvers(admin_change *c, const char *list)
+{
+    for (int i = 0; i < c->napprovers; i++)
+        free(c->approvers[i]);
+    c->napprovers = 0;
+    for (const char *p = list;
+         p && *p && c->napprovers < ADMIN_MAX_APPROVERS;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (n && (c->approvers[c->napprovers] = strndup(p, n)))
+            c->napprovers++;
+        p = nl ? nl + 1 : p + n;
+    }
+}
+
 int sl_admin__load_changes(sl_admin *a)
 {
     char path[PATH_MAX], *data;
@@ -140,26 +208,7 @@ int sl_admin__load_changes(sl_admin *a)
         lua_rawgeti(L, -1, i);
         admin_change *c = lua_istable(L, -1) ? sl_admin__add_change(a) : NULL;
         if (c) {
-            copy_field(L, "id", c->id, sizeof(c->id));
-            copy_field(L, "version", c->version, sizeof(c->version));
-            copy_field(L, "base", c->base, sizeof(c->base));
-            copy_field(L, "submitted", c->submitted, sizeof(c->submitted));
-            copy_field(L, "status", c->status, sizeof(c->status));
-            c->author = dup_field(L, "author");
-            c->message = dup_field(L, "message");
-            c->diff_json = json_field(L, "diff");
-            lua_getfield(L, -1, "needs_approval");
-            c->needs_approval = lua_toboolean(L, -1);
-            lua_pop(L, 1);
-            lua_getfield(L, -1, "approvers");
-            int na = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-            for (int j = 1; j <= na && j <= ADMIN_MAX_APPROVERS; j++) {
-                lua_rawgeti(L, -1, j);
-                if (lua_isstring(L, -1))
-                    c->approvers[c->napprovers++] = strdup(lua_tostring(L, -1));
-                lua_pop(L, 1);
-            }
-            lua_pop(L, 1);
+            fill_change(L, c);
         } else if (lua_istable(L, -1)) {
             rc = SL_ENOMEM;
         }
@@ -262,6 +311,8 @@ void sl_admin__approve_h(sl_admin *a, sl_http_req *r, admin_actor *who)
                         c->id);
         return;
     }
+    if (sl_admin__cluster_approve(a, r, who, c) == 0)
+        return; /* recorded in Redis, answered from there */
     int known = 0;
     for (int i = 0; i < c->napprovers; i++)
         known |= strcmp(c->approvers[i], who->name) == 0;

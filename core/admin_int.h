@@ -7,6 +7,7 @@
 #define SL_ADMIN_INT_H
 
 #include "admin.h"
+#include "cluster.h"
 #include "buf.h"
 #include "http_server.h"
 #include "lua_bridge.h"
@@ -47,6 +48,7 @@ typedef struct admin_change {
     char status[16]; /* pending, published, failed */
     int needs_approval;
     char *diff_json;
+    int in_cluster; /* also in Redis: approvals go through it */
 } admin_change;
 
 typedef void (*admin_done_cb)(sl_admin *a, void *arg, int rc, const char *err);
@@ -88,6 +90,16 @@ struct sl_admin {
     int async_open;
     int closing;
     int reload_queued; /* SIGHUP during a publish: reload after it */
+    /* cluster mode (admin_cluster.c) */
+    sl_cluster_admin *cl;
+    struct admin_wait *waits; /* requests waiting on Redis */
+    int follow_busy;          /* fetching or switching to a version */
+    sl_ver_id follow_next;    /* announced meanwhile: follow it next */
+    char follow_origin[192];  /* "actor@instance" of the next one */
+    int announce_pending;     /* the live version is not announced yet */
+    sl_ver_id refused;        /* the last version this instance refused */
+    char refused_reason[1024];
+    int no_store_logged;
 };
 
 /* ---- admin.c ---- */
@@ -158,6 +170,69 @@ void sl_admin__forget_request(sl_admin *a, sl_http_req *r);
 void sl_admin__job_settle(sl_admin *a);
 /* Shutdown with a publish in flight: drop what it holds. */
 void sl_admin__job_free(sl_admin *a);
+
+/* ---- admin_cluster.c: several instances, one Redis ---- */
+typedef void (*admin_route_fn)(sl_admin *a, sl_http_req *r, admin_actor *who);
+/* At start, before the first policy is chosen: the latest version
+ * published in the cluster, stored and validated here. 1 and *out when the
+ * instance starts on it, 0 when it does not (no cluster, nothing published,
+ * Redis down: said in the log). */
+int sl_admin__cluster_first(sl_admin *a, sl_policy **out);
+/* The main loop runs: connect, heartbeat, follow announcements. */
+int sl_admin__cluster_start(sl_admin *a, char *err, size_t errlen);
+void sl_admin__cluster_close(sl_admin *a);
+void sl_admin__cluster_free(sl_admin *a);
+/* A publish settled (publish_done): announce a local one, record a
+ * refused follow, take the next announced version, refresh the
+ * heartbeat. */
+void sl_admin__cluster_settled(sl_admin *a, const char *action,
+                               const char *actor, int rc, const char *version,
+                               const char *change, const char *err);
+/* Read the cluster's changes into a->changes, then run fn. 0 when the
+ * call is under way (fn runs later, or the answer is sent), -1 when fn
+ * should run now (no cluster, Redis down). */
+int sl_admin__cluster_sync(sl_admin *a, sl_http_req *r, admin_actor *who,
+                           admin_route_fn fn);
+/* Fetch version from Redis into the store, then run fn again; -1 when
+ * that is impossible (fn then reports the missing version). */
+int sl_admin__cluster_fetch(sl_admin *a, sl_http_req *r, admin_actor *who,
+                            const char *version, admin_route_fn fn);
+/* The status answer so far (`b`, without its closing brace; taken over):
+ * add this instance and every instance's heartbeat, then answer. */
+void sl_admin__cluster_status(sl_admin *a, sl_http_req *r, sl_buf *b);
+/* A change just submitted: put its version and record in Redis, then
+ * answer `body` with 201 (taken over). */
+void sl_admin__cluster_submitted(sl_admin *a, sl_http_req *r,
+                                 const admin_change *c, const sl_policy *p,
+                                 char *body, size_t len);
+/* Approve c through Redis (atomic across instances) and answer. 0 when
+ * under way, -1 when c is local to this instance. */
+int sl_admin__cluster_approve(sl_admin *a, sl_http_req *r, admin_actor *who,
+                              admin_change *c);
+/* Forget r in the requests waiting on Redis (the client went away). */
+void sl_admin__cluster_forget(sl_admin *a, sl_http_req *r);
+
+/* Shared by admin_cluster.c and admin_cluster_req.c. */
+void sl_admin__sha256_hex(const char *s, size_t n, char out[65]);
+/* A version as one blob (files and plugin sources), appended to b. */
+int sl_admin__bundle_of(const sl_policy *p, sl_buf *b);
+/* Check a bundle from Redis (hash, version id) and store it. */
+int sl_admin__store_bundle(sl_admin *a, const char *version, const char *data,
+                           size_t len, const char *sha, char *err,
+                           size_t errlen);
+/* This instance's heartbeat JSON, appended to b. */
+void sl_admin__beat_json(sl_admin *a, sl_buf *b);
+/* The requests still waiting on Redis: answer none of them (closing), or
+ * drop them (shutdown). */
+void sl_admin__waits_detach(sl_admin *a);
+void sl_admin__waits_free(sl_admin *a);
+
+/* ---- admin_changes.c (cluster) ---- */
+/* A change from its JSON record (as sl_admin__change_json writes it),
+ * appended to a->changes unless one with its id exists; NULL on error. */
+admin_change *sl_admin__change_from_json(sl_admin *a, const char *json,
+                                         size_t len);
+void sl_admin__change_set_approvers(admin_change *c, const char *list);
 
 /* ---- admin_audit.c ---- */
 typedef struct admin_event {

@@ -387,6 +387,12 @@ void sl_admin__submit_h(sl_admin *a, sl_http_req *r, admin_actor *who)
     sl_buf_puts(&b, "{\"change\":");
     sl_admin__change_json(&b, c);
     sl_buf_puts(&b, "}");
+    if (a->cl && b.data) {
+        /* in Redis too, so another instance can approve and publish it */
+        sl_admin__cluster_submitted(a, r, c, p, b.data, b.len);
+        sl_policy_unref(p);
+        return;
+    }
     sl_admin__reply(r, 201, b.data, b.len);
     sl_buf_release(&b);
     sl_policy_unref(p);
@@ -427,6 +433,11 @@ void sl_admin__publish_h(sl_admin *a, sl_http_req *r, admin_actor *who)
                             c->status);
             return;
         }
+        /* submitted on another instance: its version is in Redis */
+        if (!sl_ver_exists(a->store, c->version) &&
+            sl_admin__cluster_fetch(a, r, who, c->version,
+                                    sl_admin__publish_h) == 0)
+            return;
         if (sl_ver_load(a->store, c->version, a->cfg, &p, err, sizeof(err)) <
                 0 ||
             sl_admin_validate(a->cfg, p, err, sizeof(err)) < 0) {

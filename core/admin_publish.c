@@ -215,6 +215,8 @@ static void publish_done(sl_admin *a, void *arg, int rc, const char *err)
         }
         sl_buf_release(&b);
     }
+    sl_admin__cluster_settled(a, c->action, c->actor, rc, c->after,
+                              c->change[0] ? c->change : NULL, err);
     free(c->diff);
     free(c);
 }

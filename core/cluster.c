@@ -15,10 +15,10 @@
  *   <prefix>f:<id>         a flush already applied (an hour), so a batch
  *                          resent after a lost answer counts once
  *   <prefix>s:<key>        a shared flag (breakers), with its TTL
- *   <prefix>inst:<name>    an instance's heartbeat (10 s)
  *   channel <prefix>flags  flag changes, "origin|op|ttl_ms|klen|key value"
- * Reserved for policy distribution: <prefix>policy:* and channel
- * <prefix>policy (see docs/scale-out.md). */
+ * Policy distribution, instance heartbeats (<prefix>inst:<name>) and
+ * cluster-wide changes live on the main thread's own client
+ * (cluster_policy.c). */
 #include "cluster_int.h"
 #include "log.h"
 #include "secret.h"
@@ -180,6 +180,36 @@ static int setup_process(const sl_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+int sl_cluster__setup(const sl_config *cfg, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&P.lock);
+    if (!P.ready && !P.failed) {
+        if (setup_process(cfg, P.err, sizeof(P.err)) < 0)
+            P.failed = 1;
+        else
+            P.ready = 1;
+    }
+    int failed = P.failed;
+    pthread_mutex_unlock(&P.lock);
+    if (failed) {
+        snprintf(err, errlen, "%s", P.err);
+        return SL_ECONFIG;
+    }
+    return 0;
+}
+
+void sl_cluster__server(cl_server *out)
+{
+    out->ip = P.ip;
+    out->port = P.port;
+    out->db = P.db;
+    out->password = P.password;
+    out->prefix = P.prefix;
+    out->instance = P.instance;
+    out->nonce = P.nonce;
+    out->timeout_s = P.timeout_s;
+}
+
 /* ---- the client -------------------------------------------------------- */
 
 typedef struct conn {
@@ -204,7 +234,7 @@ struct sl_cluster {
     cl_batch *retry_head, *retry_tail; /* to resend once connected */
     int closing;
     int need_sync;
-    double last_sweep, last_beat;
+    double last_sweep;
 };
 
 static _Thread_local sl_cluster *tl_client;
@@ -781,12 +811,6 @@ static void on_tick(uv_timer_t *t)
         cl->last_sweep = now;
         sl_cluster__sweep();
     }
-    if (cl->has_sub && now - cl->last_beat > 2) {
-        cl->last_beat = now;
-        redisAsyncCommand(cl->cmd.ac, on_flag_written, NULL,
-                          "SET %sinst:%s %s PX 10000", P.prefix, P.instance,
-                          P.nonce);
-    }
 }
 
 /* ---- life cycle ------------------------------------------------------------
@@ -798,19 +822,9 @@ int sl_cluster_client_new(uv_loop_t *loop, const sl_config *cfg, int worker,
     *out = NULL;
     if (!cfg->cluster.enabled)
         return 0;
-    pthread_mutex_lock(&P.lock);
-    if (!P.ready && !P.failed) {
-        if (setup_process(cfg, P.err, sizeof(P.err)) < 0)
-            P.failed = 1;
-        else
-            P.ready = 1;
-    }
-    int failed = P.failed;
-    pthread_mutex_unlock(&P.lock);
-    if (failed) {
-        snprintf(err, errlen, "%s", P.err);
-        return SL_ECONFIG;
-    }
+    int rc = sl_cluster__setup(cfg, err, errlen);
+    if (rc < 0)
+        return rc;
     sl_cluster *cl = calloc(1, sizeof(*cl));
     if (!cl)
         return SL_ENOMEM;

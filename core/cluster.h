@@ -96,4 +96,105 @@ typedef struct sl_cluster_stats {
 
 void sl_cluster_get_stats(sl_cluster_stats *out);
 
+/* ---- the main thread's client: policy distribution -------------------- *
+ * (cluster_policy.c) One command and one subscriber connection on the
+ * main loop, for the admin room: published versions (bundle + SHA-256 in
+ * Redis, announced on <prefix>policy), this instance's heartbeat with its
+ * live version, the list of instances, and proposed changes with their
+ * approvals, so four-eyes holds across instances. Every call is
+ * asynchronous except sl_cluster_latest_sync (start-up, before the loop
+ * runs). Callbacks run on the main loop; `r` is borrowed for the call. */
+
+typedef struct sl_cluster_admin sl_cluster_admin;
+
+/* A Redis answer flattened to strings: s[i] is NULL for a nil. */
+typedef struct sl_cluster_strs {
+    int n;
+    const char **s;
+    const size_t *len;
+} sl_cluster_strs;
+
+/* rc 0 and the answer, or a negative SL_E* (Redis down, refused: r is
+ * NULL). Runs exactly once, also when the client closes. */
+typedef void (*sl_cluster_reply_cb)(void *arg, int rc,
+                                    const sl_cluster_strs *r);
+
+typedef struct sl_cluster_admin_hooks {
+    /* another instance published `version` (`instance` is who, `actor`
+     * the admin token name there) */
+    void (*on_policy)(void *arg, const char *version, const char *instance,
+                      const char *actor);
+    /* the subscription is (again) in place, and the command connection
+     * ready: catch up on what was published meanwhile */
+    void (*on_ready)(void *arg);
+    void *arg;
+} sl_cluster_admin_hooks;
+
+/* Start the main thread's client on loop (the first tick connects).
+ * NULL *out when cfg has no cluster section. */
+int sl_cluster_admin_new(uv_loop_t *loop, const sl_config *cfg,
+                         const sl_cluster_admin_hooks *h,
+                         sl_cluster_admin **out, char *err, size_t errlen);
+/* Close the connections and timers (pending callbacks get SL_ECANCELED);
+ * free after the loop ran the closes. NULL is a no-op for both. */
+void sl_cluster_admin_close(sl_cluster_admin *c);
+void sl_cluster_admin_free(sl_cluster_admin *c);
+
+/* Whether commands can be sent now. */
+int sl_cluster_admin_ready(const sl_cluster_admin *c);
+
+/* This instance's name (after setup). */
+const char *sl_cluster_instance(void);
+
+/* The heartbeat value (JSON; copied), written now and every 2 s to
+ * <prefix>inst:<instance>, expiring after 10 s. */
+void sl_cluster_admin_beat(sl_cluster_admin *c, const char *json);
+
+/* How a version is put in Redis. */
+enum {
+    SL_CLUSTER_PUT_STORE = 0,    /* store the bundle only (a change's) */
+    SL_CLUSTER_PUT_ANNOUNCE = 1, /* store, make it latest, announce it */
+    SL_CLUSTER_PUT_SEED = 2      /* store and make it latest if none is */
+};
+
+/* Store `bundle` (sha256 its hex digest) as version; `actor` and
+ * `action` are recorded with it. The answer: ["1"] when latest was set. */
+int sl_cluster_policy_put(sl_cluster_admin *c, const char *version,
+                          const char *bundle, size_t len, const char *sha256,
+                          const char *actor, const char *action, int mode,
+                          sl_cluster_reply_cb cb, void *arg);
+/* [bundle, sha256] of a stored version (nils when unknown). */
+int sl_cluster_policy_get(sl_cluster_admin *c, const char *version,
+                          sl_cluster_reply_cb cb, void *arg);
+/* [latest version] (nil when none). */
+int sl_cluster_policy_latest(sl_cluster_admin *c, sl_cluster_reply_cb cb,
+                             void *arg);
+/* Every live heartbeat value, by instance name. */
+int sl_cluster_instances(sl_cluster_admin *c, sl_cluster_reply_cb cb,
+                         void *arg);
+
+/* Changes: `record` is the change's JSON without status and approvers. */
+int sl_cluster_change_put(sl_cluster_admin *c, const char *id,
+                          const char *record, sl_cluster_reply_cb cb,
+                          void *arg);
+/* Every change: triples [record, status, approvers ("\n"-separated)]. */
+int sl_cluster_changes(sl_cluster_admin *c, sl_cluster_reply_cb cb, void *arg);
+/* Add `who` to a pending change's approvers, atomically: [status,
+ * approvers], or [status] alone when the change is not pending (nil when
+ * unknown). */
+int sl_cluster_change_approve(sl_cluster_admin *c, const char *id,
+                              const char *who, sl_cluster_reply_cb cb,
+                              void *arg);
+int sl_cluster_change_status(sl_cluster_admin *c, const char *id,
+                             const char *status, sl_cluster_reply_cb cb,
+                             void *arg);
+
+/* Start-up, before any loop runs (blocking, at most cluster.timeout per
+ * step): the latest published version and its bundle (malloc'd, caller
+ * frees), or *version "" when none. SL_ECONNECT with the reason when Redis
+ * cannot be asked. */
+int sl_cluster_latest_sync(const sl_config *cfg, char version[17],
+                           char **bundle, size_t *len, char sha256[65],
+                           char *err, size_t errlen);
+
 #endif

@@ -70,4 +70,19 @@ void sl_cluster__sweep(void);
 /* Ask this thread's client to flush soon (no-op elsewhere). */
 void sl_cluster__kick(void);
 
+/* Set up the process-wide half once (resolve the address, read the
+ * password): 0, or SL_ECONFIG with the reason. Any thread. */
+int sl_cluster__setup(const sl_config *cfg, char *err, size_t errlen);
+
+/* Where Redis is and who this instance is (valid after setup). */
+typedef struct cl_server {
+    const char *ip;
+    int port, db;
+    const char *password; /* or NULL */
+    const char *prefix, *instance, *nonce;
+    double timeout_s;
+} cl_server;
+
+void sl_cluster__server(cl_server *out);
+
 #endif
