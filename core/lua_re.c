@@ -114,10 +114,17 @@ static uint32_t opts_from_flags(lua_State *L, int idx)
     return o;
 }
 
+/* The bucket of a pattern: its length and its first and last 32 bytes
+ * (FNV-1a). A plugin's long pattern is looked up on every call; hashing
+ * all of it cost more than the match of a short message. Entries are
+ * still compared whole (memcmp), so a shared bucket is only slower. */
 static uint32_t hash_pattern(const char *p, size_t n, uint32_t opts)
 {
-    uint32_t h = 2166136261u ^ opts;
-    for (size_t i = 0; i < n; i++)
+    uint32_t h = (2166136261u ^ opts ^ (uint32_t)n) * 16777619u;
+    size_t head = n < 32 ? n : 32;
+    for (size_t i = 0; i < head; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    for (size_t i = n > 32 ? n - 32 : n; i < n; i++)
         h = (h ^ (unsigned char)p[i]) * 16777619u;
     return h;
 }

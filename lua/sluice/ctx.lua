@@ -127,6 +127,12 @@ function request_methods.set_header(self, name, value)
   rs.headers_dirty = true
 end
 
+-- Client credentials the gateway never forwards (core/proxy_head.c):
+-- removing one changes nothing upstream, so the headers need not be
+-- rewritten — the common case of an auth plugin taking its key out.
+local NEVER_FORWARDED = { authorization = true, ["proxy-authorization"] = true,
+                          ["api-key"] = true, ["x-api-key"] = true, ["x-goog-api-key"] = true }
+
 function request_methods.remove_header(self, name)
   if not valid_name(name) then error("invalid header name", 2) end
   local rs = self[PRIV]
@@ -134,7 +140,7 @@ function request_methods.remove_header(self, name)
   name = lower(name)
   if rs.hmap[name] ~= nil then
     rs.hmap[name] = nil
-    rs.headers_dirty = true
+    if not NEVER_FORWARDED[name] then rs.headers_dirty = true end
   end
 end
 
