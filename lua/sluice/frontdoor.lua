@@ -204,9 +204,11 @@ local function deny(status, code, message)
   return "deny", status, code, message
 end
 
--- What this caller may use: the consumer's allowlist (when it has one),
--- less the models past their sunset.
-local function model_list(cat, consumer, granted)
+-- What this caller may use: the consumer's allowlist (when it has one)
+-- and the models a live exception grants it, less those past their sunset.
+-- (No closures on the request path: a function that creates one is not
+-- compiled by LuaJIT — its returns close upvalues, which traces cannot.)
+local function model_list(cat, consumer, live)
   local allowed = type(consumer) == "table" and type(consumer.models) == "table" and consumer.models
   local set
   if allowed then
@@ -216,7 +218,9 @@ local function model_list(cat, consumer, granted)
   local now = os.time()
   local data = {}
   for _, e in ipairs(cat.list) do
-    if (not set or set[e.name] or set["*"] or granted(e.name)) and not (e.sunset_at and now >= e.sunset_at) then
+    local ok = not set or set[e.name] or set["*"] or
+      exceptions.find(live, consumer, "models", e.name, now) ~= nil
+    if ok and not (e.sunset_at and now >= e.sunset_at) then
       data[#data + 1] = { id = e.name, object = "model", created = 0, owned_by = "sluice" }
     end
   end
@@ -254,11 +258,7 @@ function M.request(chain, st, method, path)
     return nil
   end
   if door.op == "models" then
-    local now = os.time()
-    local function granted(name) -- a live exception adds the model
-      return exceptions.find(chain.exceptions, st.consumer, "models", name, now) ~= nil
-    end
-    return "respond", 200, model_list(cat, st.consumer, granted)
+    return "respond", 200, model_list(cat, st.consumer, chain.exceptions)
   end
   local body, err = st.request:json()
   if body == nil then
@@ -330,12 +330,13 @@ local function copy(v)
   return setmetatable(c, mt)
 end
 
+local function percent(c) return ("%%%02X"):format(c:byte()) end
+
 local function query_string(q)
   if type(q) ~= "table" then return "" end
   local parts = {}
   for k, v in pairs(q) do
-    parts[#parts + 1] = tostring(k) .. "=" ..
-      tostring(v):gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
+    parts[#parts + 1] = tostring(k) .. "=" .. tostring(v):gsub("[^%w%-._~]", percent)
   end
   table.sort(parts)
   return #parts > 0 and ("?" .. concat(parts, "&")) or ""
@@ -458,6 +459,17 @@ local function whole(st, data)
   return json.encode(body)
 end
 
+-- Chunks (OpenAI-shaped) into `out`, in the client door's shape.
+local function emit(list, anth, a, out)
+  for _, c in ipairs(list or {}) do
+    if anth then
+      anthropic_events(anthropic_front().stream_chunk(a.fstate, c), out)
+    else
+      out[#out + 1] = encode_chunk(c)
+    end
+  end
+end
+
 -- Translate one piece of the answer (see runtime.body_filter).
 function M.translate(st, data, last)
   local ai = st.ai
@@ -471,25 +483,16 @@ function M.translate(st, data, last)
     a.state = a.P.stream_start(a.target, a.prepared)
     if anth then a.fstate = anthropic_front().stream_start(ai.public) end
   end
-  local function emit(list)
-    for _, c in ipairs(list or {}) do
-      if anth then
-        anthropic_events(anthropic_front().stream_chunk(a.fstate, c), out)
-      else
-        out[#out + 1] = encode_chunk(c)
-      end
-    end
-  end
   local ev = data ~= "" and parse_event(data) or nil
   if ev then
     local list, usage = a.P.stream_event(a.state, ev, not anth)
     if usage then st.usage = usage end
-    emit(list)
+    emit(list, anth, a, out)
   end
   if last then
     local list, usage = a.P.stream_end(a.state)
     if usage then st.usage = usage end
-    emit(list)
+    emit(list, anth, a, out)
     if anth then anthropic_events(anthropic_front().stream_end(a.fstate, st.usage), out) end
   end
   return concat(out)
