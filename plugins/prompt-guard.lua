@@ -63,12 +63,30 @@ end
 
 -- ---- the text to check -----------------------------------------------------------
 
+-- OpenAI's legacy "function" role is a tool result.
 local ROLE = { user = "user", system = "system", developer = "system",
-               assistant = "assistant", tool = "tool" }
+               assistant = "assistant", tool = "tool", ["function"] = "tool" }
+
+local text_of
+
+-- An Anthropic document block as the model reads it: title, context and a
+-- text source (source.data, or content blocks).
+local function document_text(p, out)
+  if type(p.title) == "string" then out[#out + 1] = p.title end
+  if type(p.context) == "string" then out[#out + 1] = p.context end
+  local src = p.source
+  if type(src) == "table" then
+    if src.type == "text" and type(src.data) == "string" then
+      out[#out + 1] = src.data
+    elseif src.type == "content" then
+      text_of(src.content, out)
+    end
+  end
+end
 
 -- Text parts of a content value into `out`; the content of Anthropic
 -- tool_result blocks into `tools` (it is the tool's text, not the user's).
-local function text_of(c, out, tools)
+function text_of(c, out, tools)
   if type(c) == "string" then
     out[#out + 1] = c
   elseif type(c) == "table" then
@@ -78,6 +96,7 @@ local function text_of(c, out, tools)
       elseif type(p) == "table" then
         if type(p.text) == "string" then out[#out + 1] = p.text end
         if p.type == "tool_result" and tools then text_of(p.content, tools) end
+        if p.type == "document" then document_text(p, out) end
       end
     end
   end
@@ -85,11 +104,13 @@ local function text_of(c, out, tools)
 end
 
 -- { { role =, text = }, … } from an OpenAI or Anthropic chat body or an
--- embeddings body, for the roles some rule looks at.
+-- embeddings body, for the roles some rule looks at. A message's author
+-- `name` is read with its text: the model reads it too.
 local function pieces(body, wanted)
   local out = {}
-  local function add(role, content)
+  local function add(role, content, name)
     local parts, tools = {}, {}
+    if type(name) == "string" and name ~= "" then parts[1] = name end
     text_of(content, parts, tools)
     if #parts > 0 and wanted[role] then out[#out + 1] = { role = role, text = table.concat(parts, "\n") } end
     if #tools > 0 and wanted.tool then
@@ -100,7 +121,7 @@ local function pieces(body, wanted)
   add("user", body.input)
   if type(body.messages) == "table" then
     for _, m in ipairs(body.messages) do
-      if type(m) == "table" and ROLE[m.role] then add(ROLE[m.role], m.content) end
+      if type(m) == "table" and ROLE[m.role] then add(ROLE[m.role], m.content, m.name) end
     end
   end
   return out

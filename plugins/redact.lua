@@ -1,6 +1,7 @@
 -- redact.lua — personal data and secrets do not leave the organisation in
--- prompts. Every text a model would read (message content parts, tool-call
--- arguments, tool results, the system prompt, embeddings input) is scanned
+-- prompts. Every text a model would read (message content parts, author
+-- names, tool-call arguments, tool results, document blocks, the system
+-- prompt, embeddings input, the end-user id) is scanned
 -- for e-mail addresses, phone numbers, payment cards (Luhn-checked), IBANs
 -- (mod-97-checked), US social security numbers, IPv4 addresses, provider API
 -- keys, AWS access keys, JWTs, PEM private keys and the policy's own
@@ -30,6 +31,10 @@ local type, ipairs, pairs, tostring, tonumber = type, ipairs, pairs, tostring, t
 local B = [[(?<![\w-])]] -- a token starts here
 local E = [[(?![\w-])]]  -- and ends here
 
+-- Lua patterns here are kept to a single quantifier-free class, or anchored
+-- with one quantifier: the sandbox refuses a pattern whose backtracking
+-- could cost (length ^ quantifiers) on a long text, and values (a PEM
+-- block, a domain) and stream events can be tens of kilobytes.
 local function digits(s) return (gsub(s, "%D", "")) end
 
 -- At least one digit, one upper and one lower letter: real keys are random,
@@ -106,18 +111,23 @@ local function ipv4_ok(v)
 end
 
 local function jwt_ok(v)
-  local h = v:match("^([^.]+)")
-  local raw = h and hash.base64url_decode(h)
+  local dot = find(v, ".", 1, true)
+  local raw = dot and dot > 1 and hash.base64url_decode(sub(v, 1, dot - 1))
   local obj = raw and json.decode(raw)
   return type(obj) == "table" and (obj.alg ~= nil or obj.typ ~= nil)
 end
 
--- A PEM block with key material in it, not a ---BEGIN … … END--- example.
+-- A PEM block with key material in it, not a ---BEGIN … … END--- example:
+-- at least 64 base64 characters between the BEGIN line and the END line
+-- (or the end of the value). Plain finds: a key is kilobytes long.
 local function pem_ok(v)
-  local body = gsub(v, "%-%-%-%-%-[^%-]+%-%-%-%-%-", "")
-  body = gsub(body, "\\n", "")
+  local head = find(v, "-----", 12, true) -- the BEGIN line's closing dashes
+  if not head then return false end
+  local stop = find(v, "-----END ", head + 5, true)
+  local body = sub(v, head + 5, stop and stop - 1 or #v)
   local _, n = gsub(body, "[%w+/]", "")
-  return n >= 64
+  local _, esc = gsub(body, "\\n", "") -- JSON-escaped newlines are no key material
+  return n - esc >= 64
 end
 
 local function phone_ok(v)
@@ -131,12 +141,15 @@ local BUILTIN = {
   { name = "EMAIL", what = "an e-mail address",
     -- found at its "@" (a search for one character is fast; a pattern
     -- starting with the local part would be tried at every word); the
-    -- local part is taken by looking back from there (local_part below)
-    pattern = [[(?<=[A-Za-z0-9._%+-])@]]
+    -- local part is taken by looking back from there (local_part below;
+    -- UTF-8 local parts as RFC 6531 allows: josé@…, 山田@…)
+    pattern = [[(?<=[A-Za-z0-9._%+\x80-\xff-])@]]
       .. [[(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])]],
     local_part = true,
     valid = function(v)
-      local tld = lower(v:match("%.(%a+)$") or "")
+      local i = #v
+      while i > 0 and byte(v, i) ~= 46 do i = i - 1 end -- the last "."
+      local tld = lower(sub(v, i + 1))
       return not (tld == "png" or tld == "jpg" or tld == "jpeg" or tld == "gif" or
                   tld == "svg" or tld == "webp")
     end,
@@ -270,7 +283,9 @@ redact.schema = {
   allowlist = { type = "array", default = {}, elements = { type = "regex" } },
   -- the key for hash mode: a secret reference (env:NAME, file:/path), else salt
   hash_secret = { type = "string" },
-  hash_salt = { type = "string", default = "sluice-redact" },
+  -- mixed into every hash (one tenant's hashes differ from another's);
+  -- not a secret, and no replacement for hash_secret
+  hash_salt = { type = "string" },
   -- also redact answers (streams too); block classes are masked there
   output = { type = "boolean", default = false },
   -- characters of a streamed answer held back so a value split across
@@ -308,16 +323,19 @@ function redact.init(conf)
     if BUILTIN_BY_NAME[p.name] then
       error("custom pattern " .. p.name .. " has the name of a built-in class", 0)
     end
-    custom[#custom + 1] = { def = { name = p.name, pattern = p.pattern,
+    custom[#custom + 1] = { def = { name = p.name, pattern = p.pattern, flags = "u",
       what = "text matching the policy's " .. p.name .. " pattern" }, mode = p.mode or conf.mode }
   end
   sort(classes, function(a, b) return a.def.tie < b.def.tie end)
   for i = #custom, 1, -1 do table.insert(classes, 1, custom[i]) end
   if #classes == 0 then error("no class to look for: classes is empty", 0) end
 
+  -- Custom patterns and the allowlist are the policy's text: "u" (UTF-8,
+  -- \w, \b and case beyond ASCII; text that is not valid UTF-8 is still
+  -- searched). The built-in shapes are ASCII and searched as bytes.
   for _, c in ipairs(classes) do
-    c.name, c.pattern = c.def.name, c.def.pattern
-    re.find("", c.pattern) -- compile now: a bad custom pattern fails the policy
+    c.name, c.pattern, c.flags = c.def.name, c.def.pattern, c.def.flags
+    re.find("", c.pattern, c.flags) -- compile now: a bad custom pattern fails the policy
   end
   conf.list = classes
   conf.needs = {} -- per class in list: its NEEDS, false for custom patterns
@@ -332,21 +350,33 @@ function redact.init(conf)
   end
   conf.any = concat(any, "|")
   conf.custom_patterns = {}
-  for _, c in ipairs(custom) do conf.custom_patterns[#conf.custom_patterns + 1] = c.pattern end
+  for _, c in ipairs(custom) do conf.custom_patterns[#conf.custom_patterns + 1] = c.def.pattern end
   conf.order = {} -- for reports: custom patterns, then built-ins as listed above
   for i, c in ipairs(classes) do conf.order[c.name] = c.def.shown and (100 + c.def.shown) or i end
   if #conf.allowlist > 0 then
     local a = {}
     for i, p in ipairs(conf.allowlist) do a[i] = "(?:" .. p .. ")" end
     conf.allow = concat(a, "|")
+    re.find("", conf.allow, "u")
+  end
+  -- Hash mode is keyed by a secret: with a known key, a 9-digit SSN, a
+  -- phone number or an IPv4 address is found again from its hash by
+  -- trying every value. No default key, and no hash without one.
+  local hashed
+  for _, c in ipairs(classes) do
+    if c.mode == "hash" then hashed = hashed or (c.name .. " uses hash mode") end
+  end
+  if conf.mode == "hash" and (chosen == nil or #chosen > 0) then hashed = "mode is hash" end
+  if hashed and not conf.hash_secret then
+    error("hash_secret is required when a class is hashed (" .. hashed .. "): "
+      .. "give a secret reference (env:NAME or file:/path); hash_salt is not a secret", 0)
   end
   if conf.hash_secret then
     local key, err = sluice.secret(conf.hash_secret)
-    if not key then error("hash_secret: " .. tostring(err), 0) end
+    if not key or key == "" then error("hash_secret: " .. tostring(err or "the secret is empty"), 0) end
     conf.hash_key = key
-  else
-    conf.hash_key = conf.hash_salt
   end
+  conf.hash_prefix = conf.hash_salt and (conf.hash_salt .. ":") or ""
   conf.tail_context = 8 -- characters before a held-back tail kept for look-behinds
 end
 
@@ -359,16 +389,40 @@ end
 -- pattern can start with. A scanner keeps each class's next candidate, so
 -- every class searches a text about once.
 
-local LOCAL = {} -- the characters of an e-mail local part
+local LOCAL = {} -- the ASCII characters of an e-mail local part
 for c in ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-"):gmatch(".") do
   LOCAL[byte(c)] = true
 end
 
+-- A local part with non-ASCII characters: the longest run of letters,
+-- marks, digits and ._%+- ending the text (a dash or a quote before it is
+-- not part of it), which must start with a letter or a digit.
+local LOCAL_U = [[[\p{L}\p{M}\p{N}._%+-]*$]]
+local LOCAL_U_START = "^[\\p{L}\\p{N}]"
+
 -- The start of the local part before the "@" at `at` (not before `floor`),
--- or nil when it is too long or does not start with a letter or digit.
+-- or nil when it is too long (64 bytes) or does not start with a letter or
+-- digit. Bytes >= 0x80 are UTF-8 (RFC 6531 addresses): letters and digits
+-- of any script count, other characters end the local part.
 local function local_part(s, at, floor)
-  local i = at - 1
-  while i >= floor and at - i <= 65 and LOCAL[byte(s, i)] do i = i - 1 end
+  local i, utf = at - 1, false
+  while i >= floor and at - i <= 65 do
+    local b = byte(s, i)
+    if b >= 128 then
+      utf = true
+    elseif not LOCAL[b] then
+      break
+    end
+    i = i - 1
+  end
+  if utf then
+    local run = sub(s, i + 1, at - 1)
+    local f = re.find(run, LOCAL_U, "u")
+    if not f or f > #run or #run - f >= 64 or not re.find(sub(run, f), LOCAL_U_START, "u") then
+      return nil
+    end
+    return i + f
+  end
   if at - i > 65 then return nil end
   local b = byte(s, i + 1)
   if not b or not (b >= 48 and b <= 57 or b >= 65 and b <= 90 or b >= 97 and b <= 122) then
@@ -428,7 +482,7 @@ local function new_scanner(conf, s)
     if not hit then
       local cp = conf.custom_patterns
       for i = 1, #cp do
-        if re.find(s, cp[i]) then hit = true; break end
+        if re.find(s, cp[i], "u") then hit = true; break end
       end
       if not hit then return nil end
     end
@@ -444,7 +498,7 @@ local function candidate(sc, i, init)
   local c = sc.conf.list[i]
   local s = sc.s
   while true do
-    local from, to = re.find(s, c.pattern, nil, init)
+    local from, to = re.find(s, c.pattern, c.flags, init)
     if not from then sc.from[i] = false; return nil end
     if c.def.local_part then from = local_part(s, from, init) end
     if from and to >= from then
@@ -472,7 +526,7 @@ local function next_value(sc, init)
     local c = list[bi]
     local v = sub(s, bf, bt)
     local valid = c.def.valid
-    if (not valid or valid(v)) and not (conf.allow and re.find(v, conf.allow)) then
+    if (not valid or valid(v)) and not (conf.allow and re.find(v, conf.allow, "u")) then
       return bf, bt, c, v
     end
     sc.from[bi] = nil
@@ -488,7 +542,8 @@ local function placeholder(conf, state, c, v, mode)
   state.counts[name] = (state.counts[name] or 0) + 1
   state.total = state.total + 1
   if mode == "hash" then
-    return "[" .. name .. ":" .. sub(hash.hmac_sha256(conf.hash_key, name .. ":" .. norm), 1, 12) .. "]"
+    return "[" .. name .. ":"
+      .. sub(hash.hmac_sha256(conf.hash_key, conf.hash_prefix .. name .. ":" .. norm), 1, 12) .. "]"
   end
   local ids = state.ids[name]
   if not ids then ids = { n = 0 }; state.ids[name] = ids end
@@ -538,6 +593,15 @@ local function field(conf, state, t, k)
   return true
 end
 
+-- A message's author name: providers allow only [A-Za-z0-9_-] there, so
+-- its placeholders lose their brackets ([EMAIL_1] -> EMAIL_1).
+local function name_field(conf, state, m)
+  local before = m.name
+  local ok, c = field(conf, state, m, "name")
+  if ok and m.name ~= before then m.name = (gsub(gsub(m.name, "[%[%]]", ""), ":", "_")) end
+  return ok, c
+end
+
 -- Every string value below t (tool_use.input objects, decoded arguments).
 local function deep(conf, state, t, depth)
   if depth > 32 then return true end
@@ -557,9 +621,12 @@ end
 
 -- Tool-call arguments are JSON inside a string: look first, decode only
 -- when something is there, and fall back to the raw text if it is not JSON.
+-- Text with a \u escape is always decoded: the raw text cannot say it is
+-- clean (sk\u002dproj-…, eve\u0040example.org).
 local function arguments(conf, state, fn)
   local s = fn.arguments
-  if type(s) ~= "string" or not next_value(new_scanner(conf, s), 1) then return true end
+  if type(s) ~= "string" then return true end
+  if not find(s, "\\u", 1, true) and not next_value(new_scanner(conf, s), 1) then return true end
   local obj = json.decode(s)
   if type(obj) ~= "table" then return field(conf, state, fn, "arguments") end
   local total = state.total
@@ -569,9 +636,28 @@ local function arguments(conf, state, fn)
   return true
 end
 
+local content
+
+-- An Anthropic document block: its title, its context and a text source
+-- (plain text in source.data, or content blocks). PDF and image sources
+-- are base64 and not read.
+local function document(conf, state, part)
+  local ok, c = field(conf, state, part, "title")
+  if ok then ok, c = field(conf, state, part, "context") end
+  local src = part.source
+  if ok and type(src) == "table" then
+    if src.type == "text" then
+      ok, c = field(conf, state, src, "data")
+    elseif src.type == "content" then
+      ok, c = content(conf, state, src, "content")
+    end
+  end
+  return ok, c
+end
+
 -- A content value: a string, or a list of parts/blocks (OpenAI text parts,
--- Anthropic text, tool_use and tool_result blocks).
-local function content(conf, state, t, k)
+-- Anthropic text, tool_use, tool_result and document blocks).
+function content(conf, state, t, k)
   local v = t[k]
   if type(v) == "string" then return field(conf, state, t, k) end
   if type(v) ~= "table" then return true end
@@ -584,6 +670,8 @@ local function content(conf, state, t, k)
         ok, c = deep(conf, state, part.input, 0)
       elseif part.type == "tool_result" then
         ok, c = content(conf, state, part, "content")
+      elseif part.type == "document" then
+        ok, c = document(conf, state, part)
       end
       if not ok then return false, c end
     end
@@ -592,15 +680,19 @@ local function content(conf, state, t, k)
 end
 
 -- The texts of an OpenAI or Anthropic request, in the order a model reads
--- them: system prompt, messages (content, tool calls), then embeddings or
--- completions input.
+-- them: system prompt, messages (author name, content, tool calls and the
+-- legacy function_call; "function" role messages are content too), then
+-- embeddings or completions input, then the end-user id (`user`, often an
+-- e-mail address).
 local function walk_request(conf, state, body)
   local ok, c = content(conf, state, body, "system")
   if not ok then return false, c end
   if type(body.messages) == "table" then
     for _, m in ipairs(body.messages) do
       if type(m) == "table" then
-        ok, c = content(conf, state, m, "content")
+        ok, c = name_field(conf, state, m)
+        if ok then ok, c = content(conf, state, m, "content") end
+        if ok and type(m.function_call) == "table" then ok, c = arguments(conf, state, m.function_call) end
         if not ok then return false, c end
         if type(m.tool_calls) == "table" then
           for _, tc in ipairs(m.tool_calls) do
@@ -625,6 +717,8 @@ local function walk_request(conf, state, body)
     end
     if not ok then return false, c end
   end
+  ok, c = field(conf, state, body, "user")
+  if not ok then return false, c end
   return true
 end
 
@@ -669,7 +763,7 @@ local function out_state(ctx)
   if not st then
     st = new_state()
     st.ids = v.ids or st.ids
-    st.tails = {}
+    st.tails, st.channels = {}, {}
     v.out = st
   end
   return st
@@ -726,14 +820,25 @@ local function feed(conf, st, key, text, final)
   return concat(out)
 end
 
+-- The texts of an OpenAI stream delta, each its own channel: the answer,
+-- a refusal, the reasoning some models stream before it.
+local DELTA_TEXTS = { "content", "refusal", "reasoning_content" }
+
+-- The tail key of a choice's field; st.channels remembers which is which.
+local function channel(st, f, idx)
+  local key = "c" .. tostring(idx) .. ":" .. f
+  if not st.channels[key] then st.channels[key] = { f, idx } end
+  return key
+end
+
 local function flush_all_openai(conf, st, out)
   for key, t in pairs(st.tails) do
-    local idx = tonumber(key:match("^c(%d+)$"))
-    if idx and t.pending ~= "" then
+    local ch = st.channels[key]
+    if ch and t.pending ~= "" then
       local text = feed(conf, st, key, "", true)
       out[#out + 1] = "data: " .. json.encode({ id = st.id, object = "chat.completion.chunk",
         created = st.created, model = st.model,
-        choices = { { index = idx, delta = { content = text }, finish_reason = json.null } } })
+        choices = { { index = ch[2], delta = { [ch[1]] = text }, finish_reason = json.null } } })
         .. "\n\n"
     end
   end
@@ -746,12 +851,20 @@ local function openai_event(conf, st, ev, payload)
   st.id, st.created, st.model = obj.id, obj.created, obj.model
   local changed = false
   for i, ch in ipairs(obj.choices) do
-    local key = "c" .. tostring(ch.index or (i - 1))
-    local d = ch.delta
-    local final = type(ch.finish_reason) == "string"
-    if type(d) == "table" and (type(d.content) == "string" or (final and st.tails[key])) then
-      d.content = feed(conf, st, key, type(d.content) == "string" and d.content or "", final)
-      changed = true
+    local d = type(ch) == "table" and ch.delta
+    if type(d) == "table" then
+      local idx = ch.index or (i - 1)
+      local final = type(ch.finish_reason) == "string"
+      for _, f in ipairs(DELTA_TEXTS) do
+        local text = d[f]
+        if type(text) == "string" or final then
+          local key = channel(st, f, idx)
+          if type(text) == "string" or st.tails[key] then
+            d[f] = feed(conf, st, key, type(text) == "string" and text or "", final)
+            changed = true
+          end
+        end
+      end
     end
   end
   if not changed then return ev end
@@ -778,14 +891,35 @@ local function anthropic_event(conf, st, ev, name, payload)
     index = obj.index or 0, delta = { type = "text_delta", text = rest } }) .. "\n\n" .. ev
 end
 
+-- The value of an event's first `field:` line ("event", "data"), one
+-- leading space dropped; nil when it has none. Plain finds: an event can
+-- be any length, and a Lua pattern over it would be refused as too costly.
+local function sse_field(ev, name)
+  local at
+  if sub(ev, 1, #name + 1) == name .. ":" then
+    at = 1
+  else
+    at = find(ev, "\n" .. name .. ":", 1, true)
+    if not at then return nil end
+    at = at + 1
+  end
+  local from = at + #name + 1
+  if byte(ev, from) == 32 then from = from + 1 end
+  local nl = find(ev, "\n", from, true)
+  local to = nl and nl - 1 or #ev
+  if byte(ev, to) == 13 then to = to - 1 end
+  return sub(ev, from, to)
+end
+
 local function stream(conf, st, data, last)
   local out, pos = {}, 1
   while pos <= #data do
     local e = find(data, "\n\n", pos, true)
     local ev = sub(data, pos, e and e + 1 or #data)
     pos = e and e + 2 or #data + 1
-    local name = ev:match("^event: *([%w_]+)")
-    local payload = ev:match("data: ?([^\n]*)")
+    local name = sub(ev, 1, 6) == "event:" and sse_field(ev, "event") or nil
+    if name then name = (gsub(name, " ", "")); if name == "" then name = nil end end
+    local payload = sse_field(ev, "data")
     if payload == "[DONE]" then
       flush_all_openai(conf, st, out)
       out[#out + 1] = ev
@@ -814,11 +948,14 @@ local function whole(conf, st, data)
         local m = ch.message
         if type(m) == "table" then
           content(conf, st, m, "content")
+          field(conf, st, m, "refusal")
+          field(conf, st, m, "reasoning_content")
           for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
             if type(tc) == "table" and type(tc["function"]) == "table" then
               arguments(conf, st, tc["function"])
             end
           end
+          if type(m.function_call) == "table" then arguments(conf, st, m.function_call) end
         end
       end
     end

@@ -21,7 +21,9 @@
 --
 -- Limits come from `global`, overridden field by field by `teams[team]`
 -- and then by `consumers[id]` for the consumer an auth plugin identified
--- (ctx.consumer.team, ctx.consumer.id). Denials name the limit, never the
+-- (ctx.consumer.team, ctx.consumer.id); a live policy exception granting
+-- the consumer a limit is asked for only when that limit would refuse or
+-- lower something (see over() below). Denials name the limit, never the
 -- content.
 local limits = { name = "request-limits", priority = 850 }
 
@@ -180,6 +182,17 @@ local function cap_fields(path)
   return { "max_tokens", "max_completion_tokens" }, "max_completion_tokens"
 end
 
+-- The limits a live policy exception may relax for a consumer
+-- (exceptions: … grants: { limits: { max_prompt_tokens: 32000 } }).
+-- Asked only when the limit would refuse or lower something, so the audit
+-- record names an exception only when it changed the outcome.
+local function over(ctx, lim, k, value)
+  if value <= lim[k] then return false end
+  local id, v = ctx:grant("limits", k)
+  if id and type(v) == "number" and v > lim[k] then lim[k] = v end
+  return value > lim[k]
+end
+
 -- Lower, refuse or default the completion cap. Returns true when it denied.
 local function cap_completion(ctx, lim, body, path)
   if not lim.max_tokens and not lim.default_max_tokens then return false end
@@ -189,7 +202,7 @@ local function cap_completion(ctx, lim, body, path)
     local v = body[f]
     if type(v) == "number" then
       present = true
-      if lim.max_tokens and v > lim.max_tokens then
+      if lim.max_tokens and over(ctx, lim, "max_tokens", v) then
         if lim.max_tokens_mode == "reject" then
           ctx:deny(400, "max_tokens_too_large", ("%s may be at most %d for this application (asked for %d)")
             :format(f, lim.max_tokens, v))
@@ -235,18 +248,8 @@ end
 
 -- ---- the phase -------------------------------------------------------------------
 
--- The limits a live policy exception may relax for a consumer
--- (exceptions: … grants: { limits: { max_prompt_tokens: 32000 } }).
-local RELAXABLE = { "max_body_bytes", "max_messages", "max_prompt_tokens", "max_tokens" }
-
 function limits.access(ctx, conf)
   local lim, scope = effective(conf, ctx.consumer)
-  for _, k in ipairs(RELAXABLE) do
-    if lim[k] then
-      local id, v = ctx:grant("limits", k)
-      if id and type(v) == "number" then lim[k] = v end
-    end
-  end
   if scope ~= "global" then ctx:annotate("limits_scope", scope) end
 
   for _, h in ipairs(lim.required_headers or {}) do
@@ -258,7 +261,7 @@ function limits.access(ctx, conf)
 
   if lim.max_body_bytes then
     local size = #ctx.request:body()
-    if size > lim.max_body_bytes then
+    if over(ctx, lim, "max_body_bytes", size) then
       return ctx:deny(413, "request_too_large", ("the request body is %d bytes; the limit is %d")
         :format(size, lim.max_body_bytes))
     end
@@ -268,14 +271,14 @@ function limits.access(ctx, conf)
     and ctx.request:json()
   if type(body) == "table" then
     local messages = body.messages
-    if lim.max_messages and type(messages) == "table" and #messages > lim.max_messages then
+    if lim.max_messages and type(messages) == "table" and over(ctx, lim, "max_messages", #messages) then
       return ctx:deny(400, "too_many_messages", ("the request has %d messages; the limit is %d")
         :format(#messages, lim.max_messages))
     end
     if lim.max_prompt_tokens then
       local est = estimate_tokens(body, messages)
       ctx:annotate("prompt_tokens_estimate", est)
-      if est > lim.max_prompt_tokens then
+      if over(ctx, lim, "max_prompt_tokens", est) then
         return ctx:deny(413, "prompt_too_long", ("the prompt is about %d tokens; the limit is %d")
           :format(est, lim.max_prompt_tokens))
       end

@@ -8,7 +8,8 @@
 -- events. The mock answers "Hello from the sluice mock provider." one word
 -- an event and cannot echo a prompt, so the answer-side checks use a
 -- custom pattern matching "sluice mock" (" sluice" and " mock" come in two
--- events).
+-- events). Hash mode is keyed by a secret file (hash_secret), read from
+-- the gateway's secret_dirs.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
 local json = require "sluice.json"
@@ -21,7 +22,9 @@ local KEY = "sk-proj-Qm9yZXZlci1hbmQtZXZlcjEyMzQ1Njc4OTAxMjM0"
 local SSN = "536-90-4399"
 local VALUES = { EMAIL, PHONE, CARD, IBAN, KEY, SSN, "5555555555554444", "GB82WEST12345698765432" }
 
-local function policy(url)
+local HASH_KEY = "e2e-redact-hash-key"
+
+local function policy(url, key_file)
   return ([[
 backends:
   mock: { provider: openai, url: "%s", region: local }
@@ -31,11 +34,12 @@ models:
 plugins:
   - name: redact
     config:
-      classes: { EMAIL: mask, PHONE: mask, CREDIT_CARD: hash, IBAN: mask, OPENAI_KEY: mask, SSN: block }
+      classes: { EMAIL: mask, PHONE: mask, CREDIT_CARD: hash, IBAN: mask, OPENAI_KEY: mask, SSN: block, PRIVATE_KEY: mask }
       custom:
         - { name: PRODUCT, pattern: 'sluice\s+mock' }
       output: true
-]]):format(url)
+      hash_secret: "file:%s"
+]]):format(url, key_file)
 end
 
 describe("redact in the gateway", function()
@@ -76,8 +80,10 @@ describe("redact in the gateway", function()
     mock = proc.mock()
     local port, dir = proc.free_port(), proc.tmpdir()
     access_log, error_log = dir .. "/access.log", dir .. "/error.log"
-    gw = proc.gateway({ port = port, dir = dir, policy = policy(mock.url),
-      config = { log = { access = access_log, error = error_log, level = "debug" } } })
+    proc.write_file(dir .. "/redact-key", HASH_KEY .. "\n")
+    gw = proc.gateway({ port = port, dir = dir, policy = policy(mock.url, dir .. "/redact-key"),
+      config = { log = { access = access_log, error = error_log, level = "debug" },
+                 secret_dirs = { dir } } })
   end)
 
   teardown(function()
@@ -106,8 +112,8 @@ describe("redact in the gateway", function()
     assert_clean(body, "the provider's request")
     local sent = json.decode(body)
     assert.are.equal("Escalations go to [EMAIL_1] or [PHONE_1]", sent.messages[1].content)
-    assert.matches("^Refund card %[CREDIT_CARD:%x+%] to %[IBAN_1%]$",
-      sent.messages[2].content[1].text)
+    local h = sent.messages[2].content[1].text:match("^Refund card %[CREDIT_CARD:(%x+)%] to %[IBAN_1%]$")
+    assert.are.equal(require("sluice.hash").hmac_sha256(HASH_KEY, "CREDIT_CARD:5555555555554444"):sub(1, 12), h)
     assert.are.same({ to = "[EMAIL_1]", key = "[OPENAI_KEY_1]" },
       json.decode(sent.messages[3].tool_calls[1]["function"].arguments))
     local line = json.decode(access_line("redact-e2e-chat"))
@@ -132,6 +138,26 @@ describe("redact in the gateway", function()
     assert_clean(list[1].body, "the provider's request")
     assert.truthy(list[1].body:find("[PHONE_1]", 1, true), list[1].body)
     assert.truthy(list[1].body:find("[IBAN_1]", 1, true), list[1].body)
+  end)
+
+  it("redacts a 40 KB private key, a UTF-8 address, the end-user id and escaped tool arguments", function()
+    local pem = "-----BEGIN PRIVATE KEY-----\n" .. ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"):rep(1300)
+      .. "-----END PRIVATE KEY-----"
+    local res = post("/v1/chat/completions", { model = "mock-model", user = EMAIL, messages = {
+      { role = "user", content = "key:\n" .. pem .. "\nfrom josé.núñez@empresa.es" },
+      { role = "assistant", content = json.null, tool_calls = { { id = "c1", type = "function",
+        ["function"] = { name = "notify", arguments = '{"to":"dana.scully\\u0040fbi.example.gov"}' } } } },
+      { role = "tool", tool_call_id = "c1", content = "sent" },
+    } })
+    assert.are.equal(200, res.status, res.body)
+    local body = received()[1].body
+    assert_clean(body, "the provider's request")
+    assert.is_nil(body:find("MIIEvQIBADANBgkq", 1, true))
+    assert.is_nil(body:find("josé", 1, true))
+    local sent = json.decode(body)
+    assert.are.equal("key:\n[PRIVATE_KEY_1]\nfrom [EMAIL_1]", sent.messages[1].content)
+    assert.are.same({ to = "[EMAIL_2]" }, json.decode(sent.messages[2].tool_calls[1]["function"].arguments))
+    assert.are.equal("[EMAIL_2]", sent.user)
   end)
 
   it("redacts embeddings input", function()

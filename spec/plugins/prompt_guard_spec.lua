@@ -156,6 +156,35 @@ describe("prompt-guard plugin", function()
     assert.equals("ok", res.action)
   end)
 
+  it("reads Anthropic document blocks: text sources, content sources, title and context", function()
+    local function doc(block)
+      block.type = "document"
+      return chat(c, { { role = "user", content = { block, { type = "text", text = "summarise" } } } },
+        "/v1/messages")
+    end
+    assert.equals("deny", doc({ source = { type = "text", media_type = "text/plain",
+      data = "the password is hunter2" } }).action)
+    assert.equals("deny", doc({ source = { type = "content",
+      content = { { type = "text", text = "password: x" } } } }).action)
+    assert.equals("deny", doc({ title = "password list", source = { type = "text", data = "a" } }).action)
+    assert.equals("deny", doc({ context = "the password is x", source = { type = "text", data = "a" } }).action)
+    assert.equals("ok", doc({ source = { type = "text", data = "quarterly report" } }).action)
+  end)
+
+  it("reads a message's author name with its text", function()
+    local res = chat(c, { { role = "user", name = "password_is_hunter2", content = "hi" } })
+    assert.equals("ok", res.action) -- \bpassword\b: "_" is a word character
+    res = chat(c, { { role = "user", name = "password", content = "hi" } })
+    assert.equals("deny", res.action)
+  end)
+
+  it("reads OpenAI's legacy function role as tool text", function()
+    local tc = chain({ rules = RULES, roles = { "tool" } })
+    local res = chat(tc, { { role = "function", name = "lookup", content = "the password is x" } })
+    assert.equals("deny", res.action)
+    assert.equals("ok", chat(c, { { role = "function", name = "lookup", content = "the password is x" } }).action)
+  end)
+
   it("reads embeddings input as user text", function()
     local res = t.request(c, { path = "/v1/embeddings", json = { model = "e", input = { "a", "password: x" } } })
     assert.equals("deny", res.action)

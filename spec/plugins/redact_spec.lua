@@ -14,6 +14,26 @@ local function chain(config)
   return t.chain({ { name = "redact", config = config or {} } })
 end
 
+-- `sluice spec` reads no secrets (no secret_env, no /run/secrets): a chain
+-- in hash mode is built with sluice.secret answering env:SPEC_REDACT_KEY,
+-- and the real function is put back right after.
+local HASH_KEY = "spec-redact-hash-key"
+local function hash_chain(config)
+  local sandbox = require "sluice.sandbox"
+  local out = {}
+  t.chain({ { name = "secret-probe", path = "spec/fixtures/redact/secret-probe.lua",
+              config = { out = out } } })
+  local real = out.secret
+  sandbox.service("secret", function(ref)
+    if ref == "env:SPEC_REDACT_KEY" then return HASH_KEY end
+    return real(ref)
+  end)
+  local ok, c = pcall(chain, config)
+  sandbox.service("secret", real)
+  if not ok then error(c, 0) end
+  return c
+end
+
 local function chat(c, messages, extra)
   local body = { model = "m", messages = messages }
   for k, v in pairs(extra or {}) do body[k] = v end
@@ -120,22 +140,42 @@ describe("redact plugin", function()
   end)
 
   describe("in hash mode", function()
-    it("replaces a value with a keyed hash prefix, equal values alike", function()
-      local res = chat(chain({ mode = "hash" }), user("x@example.com, X@example.com, y@example.com"))
+    local SECRET = "env:SPEC_REDACT_KEY"
+
+    it("replaces a value with a hash keyed by hash_secret, equal values alike", function()
+      local res = chat(hash_chain({ mode = "hash", hash_secret = SECRET }),
+        user("x@example.com, X@example.com, y@example.com"))
       local out = sent(res).messages[1].content
       local a, b, c = out:match("^%[EMAIL:(%x+)%], %[EMAIL:(%x+)%], %[EMAIL:(%x+)%]$")
       assert.is_truthy(a, out)
       assert.equals(12, #a)
       assert.equals(a, b)
       assert.not_equals(a, c)
-      assert.equals(require("sluice.hash").hmac_sha256("sluice-redact", "EMAIL:x@example.com"):sub(1, 12), a)
+      assert.equals(require("sluice.hash").hmac_sha256(HASH_KEY, "EMAIL:x@example.com"):sub(1, 12), a)
     end)
 
-    it("gives other hashes under another salt", function()
-      local one = sent(chat(chain({ mode = "hash" }), user("x@example.com"))).messages[1].content
-      local two = sent(chat(chain({ mode = "hash", hash_salt = "tenant-2" }),
+    it("mixes hash_salt in: other hashes under another salt, same secret", function()
+      local one = sent(chat(hash_chain({ mode = "hash", hash_secret = SECRET }),
+        user("x@example.com"))).messages[1].content
+      local two = sent(chat(hash_chain({ mode = "hash", hash_secret = SECRET, hash_salt = "tenant-2" }),
         user("x@example.com"))).messages[1].content
       assert.not_equals(one, two)
+      assert.equals("[EMAIL:" .. require("sluice.hash").hmac_sha256(HASH_KEY,
+        "tenant-2:EMAIL:x@example.com"):sub(1, 12) .. "]", two)
+    end)
+
+    it("refuses the policy when a class is hashed without hash_secret, naming the key", function()
+      for _, config in ipairs({ { mode = "hash" }, { mode = "hash", hash_salt = "public" },
+                                { classes = { SSN = "hash", EMAIL = "mask" } },
+                                { custom = { { name = "EMP", pattern = "EMP-\\d+", mode = "hash" } },
+                                  classes = { "EMAIL" } } }) do
+        local ok, err = t.try_chain({ { name = "redact", config = config } })
+        assert.is_nil(ok)
+        assert.matches("hash_secret is required when a class is hashed", err, 1, true)
+      end
+      local _, err = t.try_chain({ { name = "redact", config = { classes = { SSN = "hash" } } } })
+      assert.matches("SSN uses hash mode", err, 1, true)
+      assert.is_truthy(t.try_chain({ { name = "redact", config = { classes = { SSN = "mask" } } } }))
     end)
   end)
 
@@ -188,6 +228,103 @@ describe("redact plugin", function()
       assert.matches("config.custom[1].pattern", err, 1, true)
       _, err = t.try_chain({ { name = "redact", config = { custom = { { name = "EMAIL", pattern = "x" } } } } })
       assert.matches("has the name of a built-in class", err, 1, true)
+    end)
+  end)
+
+  describe("where else a model reads text", function()
+    it("redacts the end-user id, author names and legacy function calls and results", function()
+      local res = chat(chain(), {
+        { role = "user", name = "alice@example.com", content = "hi" },
+        { role = "assistant", content = json.null, function_call = { name = "lookup",
+          arguments = '{"email":"eve@example.org"}' } },
+        { role = "function", name = "lookup", content = "card " .. CARD },
+      }, { user = "alice@example.com" })
+      local b = sent(res)
+      assert.equals("EMAIL_1", b.messages[1].name) -- names allow no brackets
+      assert.same({ email = "[EMAIL_2]" }, json.decode(b.messages[2].function_call.arguments))
+      assert.equals("card [CREDIT_CARD_1]", b.messages[3].content)
+      assert.equals("[EMAIL_1]", b.user)
+    end)
+
+    it("redacts Anthropic document blocks: text sources, content sources, title and context", function()
+      local res = t.request(chain(), { path = "/v1/messages", json = { model = "claude", max_tokens = 10,
+        messages = { { role = "user", content = {
+          { type = "document", title = "Letter to bob@example.com", context = "from 10.1.2.3",
+            source = { type = "text", media_type = "text/plain", data = "SSN 123-45-6789" } },
+          { type = "document", source = { type = "content",
+            content = { { type = "text", text = "call +44 20 7946 0958" } } } },
+          { type = "document", source = { type = "base64", media_type = "application/pdf", data = "JVBERi0x" } },
+          { type = "text", text = "summarise" } } } } } })
+      local parts = sent(res).messages[1].content
+      assert.equals("Letter to [EMAIL_1]", parts[1].title)
+      assert.equals("from [IPV4_1]", parts[1].context)
+      assert.equals("SSN [SSN_1]", parts[1].source.data)
+      assert.equals("call [PHONE_1]", parts[2].source.content[1].text)
+      assert.equals("JVBERi0x", parts[3].source.data)
+    end)
+
+    it("blocks a block-mode value in a document or the end-user id", function()
+      local c = chain({ classes = { SSN = "block", EMAIL = "block" } })
+      local res = t.request(c, { path = "/v1/messages", json = { model = "claude", max_tokens = 10,
+        messages = { { role = "user", content = { { type = "document",
+          source = { type = "text", media_type = "text/plain", data = "SSN 123-45-6789" } } } } } } })
+      assert.equals(400, res.status)
+      res = chat(c, user("hello"), { user = "eve@example.org" })
+      assert.equals(400, res.status)
+    end)
+  end)
+
+  describe("escaped and non-ASCII text", function()
+    it("decodes tool-call arguments with \\u escapes before deciding they are clean", function()
+      local res = chat(chain(), { { role = "assistant", tool_calls = { { id = "c", type = "function",
+        ["function"] = { name = "f", arguments = '{"k":"sk\\u002dproj-Ab3dEf6hIj9kLmNoPqRsTuVwXyZ012345",'
+          .. '"to":"eve\\u0040example.org"}' } } } } })
+      local args = json.decode(sent(res).messages[1].tool_calls[1]["function"].arguments)
+      assert.same({ k = "[OPENAI_KEY_1]", to = "[EMAIL_1]" }, args)
+    end)
+
+    it("blocks an escaped block-mode value in tool-call arguments", function()
+      local res = chat(chain({ mode = "block" }), { { role = "assistant", tool_calls = { { id = "c",
+        type = "function", ["function"] = { name = "f", arguments = '{"to":"eve\\u0040example.org"}' } } } } })
+      assert.equals("deny", res.action)
+      assert.equals("sensitive_data_blocked", res.code)
+    end)
+
+    it("finds e-mail addresses with UTF-8 local parts (RFC 6531) whole", function()
+      local res = chat(chain(), user("josé@empresa.es, 山田@example.jp, maría.garcía@empresa.es, "
+        .. "Grüße an müller.jürgen@firma.de"))
+      assert.equals("[EMAIL_1], [EMAIL_2], [EMAIL_3], Grüße an [EMAIL_4]", sent(res).messages[1].content)
+    end)
+
+    it("leaves quotes and dashes before a UTF-8 address outside it", function()
+      local res = chat(chain(), user("“josé@empresa.es” — «zoë@example.org» see—ana@example.com"))
+      assert.equals("“[EMAIL_1]” — «[EMAIL_2]» see—[EMAIL_3]", sent(res).messages[1].content)
+    end)
+
+    it("matches custom patterns and the allowlist as UTF-8 (case beyond ASCII, \\w)", function()
+      local c = chain({ custom = { { name = "PROJECT", pattern = [[(?i)projekt ölberg]] },
+                                   { name = "CUSTOMER", pattern = [[\bKunde \w+]] } },
+                        allowlist = { [[(?i)^öffentlich@firma\.de$]] } })
+      assert.equals("Status [PROJECT_1]? [CUSTOMER_1] ok, Öffentlich@firma.de",
+        sent(chat(c, user("Status PROJEKT ÖLBERG? Kunde Müller ok, Öffentlich@firma.de"))).messages[1].content)
+    end)
+
+    it("searches custom patterns over text that is not valid UTF-8", function()
+      local c = chain({ custom = { { name = "EMP", pattern = [[EMP-\d{4}]] } } })
+      local res = t.request(c, { path = "/v1/embeddings",
+        json = { model = "e", input = "bad \255 byte EMP-1234" } })
+      assert.equals("bad \255 byte [EMP_1]", sent(res).input)
+    end)
+  end)
+
+  describe("long text", function()
+    it("checks a private key longer than 32 KB and an address with a 40 KB domain", function()
+      local key = "-----BEGIN RSA PRIVATE KEY-----\n" .. ("MIIEpAIBAAKCAQEAx4f9Yb2\n"):rep(1800)
+        .. "-----END RSA PRIVATE KEY-----"
+      local host = ("a"):rep(60) .. "."
+      local mail = "ops@" .. host:rep(660) .. "example.com"
+      local res = chat(chain(), user("key " .. key .. " mail " .. mail .. " end"))
+      assert.equals("key [PRIVATE_KEY_1] mail [EMAIL_1] end", sent(res).messages[1].content)
     end)
   end)
 
@@ -295,6 +432,50 @@ describe("redact plugin", function()
       end
       assert.equals("card [CREDIT_CARD_1] ok", table.concat(text))
       assert.matches("content_block_stop.*message_stop", out)
+    end)
+
+    it("filters stream events of any length (a 1 KB chunk, a 40 KB chunk)", function()
+      local c = chain({ output = true })
+      local res = chat(c, user("hello"))
+      local long = ("All quiet on this line. "):rep(50)
+      local huge = ("x"):rep(40000)
+      local out = answer(c, res, "text/event-stream", { chunk(long .. "mail a@example.com "),
+        chunk(huge .. " card " .. CARD .. " "), chunk(nil, "stop"), "data: [DONE]\n\n" })
+      assert.equals(long .. "mail [EMAIL_1] " .. huge .. " card [CREDIT_CARD_1] ", contents(out))
+    end)
+
+    it("redacts refusals and reasoning in whole and streamed answers", function()
+      local c = chain({ output = true })
+      local res = chat(c, user("hello"))
+      local out = json.decode(answer(c, res, "application/json", { json.encode({ choices = { { index = 0,
+        message = { role = "assistant", content = json.null, refusal = "I cannot mail a@example.com",
+                    reasoning_content = "SSN 123-45-6789 is private" } } } }) }))
+      assert.equals("I cannot mail [EMAIL_1]", out.choices[1].message.refusal)
+      assert.equals("SSN [SSN_1] is private", out.choices[1].message.reasoning_content)
+
+      c = chain({ output = true })
+      res = chat(c, user("hello"))
+      local function delta(d, finish)
+        return "data: " .. json.encode({ id = "c1", object = "chat.completion.chunk", model = "m",
+          choices = { { index = 0, delta = d, finish_reason = finish or json.null } } }) .. "\n\n"
+      end
+      local stream = answer(c, res, "text/event-stream", {
+        delta({ reasoning_content = "the user b@exa" }), delta({ reasoning_content = "mple.com asked" }),
+        delta({ refusal = "no, 415-555-" }), delta({ refusal = "2671 stays private" }),
+        delta({}, "stop"), "data: [DONE]\n\n" })
+      local got = { reasoning_content = {}, refusal = {} }
+      for data in stream:gmatch("data: ([^\n]*)\n\n") do
+        if data ~= "[DONE]" then
+          for _, ch in ipairs(json.decode(data).choices) do
+            for f, list in pairs(got) do
+              if type(ch.delta[f]) == "string" then list[#list + 1] = ch.delta[f] end
+            end
+          end
+        end
+      end
+      assert.equals("the user [EMAIL_1] asked", table.concat(got.reasoning_content))
+      assert.equals("no, [PHONE_1] stays private", table.concat(got.refusal))
+      assert.is_nil(stream:find("2671", 1, true))
     end)
 
     it("masks block-mode classes in answers instead of failing the stream", function()

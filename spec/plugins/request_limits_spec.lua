@@ -267,6 +267,54 @@ describe("request-limits plugin", function()
     end)
   end)
 
+  describe("policy exceptions", function()
+    local function iso(epoch) return os.date("!%Y-%m-%dT%H:%M:%SZ", epoch) end
+    local EXC = { id = "EXC-LIMITS-1", owner = "jane@example.com", reason = "long-context pilot",
+                  created = iso(os.time() - 60), expires = iso(os.time() + 3600),
+                  consumers = { "batch-app" },
+                  grants = { limits = { max_prompt_tokens = 1000, max_messages = 6, max_tokens = 500 } } }
+    local function with_exception(config)
+      t.plugin_dirs = { "plugins" }
+      return t.chain({ { name = "limits-consumer", path = CONSUMER },
+                       { name = "request-limits", config = config } }, { exceptions = { EXC } })
+    end
+    local c = with_exception({ global = { max_prompt_tokens = 100, max_messages = 2, max_tokens = 50 } })
+    local H = { ["x-test-consumer"] = "batch-app" }
+
+    local function used(res)
+      local _, audit = t.log(c, res.ctx, { status = 200 })
+      return audit.exceptions
+    end
+
+    it("is not consulted, nor named in the audit record, when the request is within the limits", function()
+      local res = chat(c, { max_tokens = 10 }, H)
+      assert.equals("ok", res.action)
+      assert.is_nil(used(res))
+    end)
+
+    it("relaxes a limit the request would break and is named in the audit record", function()
+      local res = chat(c, { messages = messages(4, ("x"):rep(800)) }, H)
+      assert.equals("ok", res.action, res.message)
+      assert.same({ "EXC-LIMITS-1" }, used(res))
+    end)
+
+    it("raises the completion cap instead of clamping, then clamps at the granted value", function()
+      local res = chat(c, { max_tokens = 400 }, H)
+      assert.equals("ok", res.action)
+      assert.is_nil(res.body) -- not lowered: the exception allows 500
+      assert.same({ "EXC-LIMITS-1" }, used(res))
+      res = chat(c, { max_tokens = 900 }, H)
+      assert.equals(500, sent_body(res).max_tokens)
+    end)
+
+    it("still refuses past the granted value, and grants nothing to another consumer", function()
+      assert.equals("too_many_messages", chat(c, { messages = messages(7) }, H).code)
+      local res = chat(c, { messages = messages(4) }, { ["x-test-consumer"] = "other-app" })
+      assert.equals("too_many_messages", res.code)
+      assert.is_nil(used(res))
+    end)
+  end)
+
   describe("refuses a configuration", function()
     local function err_of(config)
       t.plugin_dirs = { "plugins" }
