@@ -13,10 +13,10 @@
 #include "util.h"
 
 #include <lauxlib.h>
-#include <mbedtls/sha256.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* ---- answers ---------------------------------------------------------- */
 
@@ -129,32 +129,6 @@ const char *sl_admin__field(lua_State *L, const char *key)
 
 /* ---- tokens and the brute-force limit ---------------------------------- */
 
-static void sha256_hex(const char *s, size_t n, char out[65])
-{
-    unsigned char sum[32];
-    mbedtls_sha256_ret((const unsigned char *)s, n, sum, 0);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + i * 2, 3, "%02x", sum[i]);
-}
-
-/* Every configured hash is compared in full, so the time taken says
- * nothing about which token (or how much of one) matched. */
-static const sl_admin_token *find_token(const sl_admin_cfg *c, const char *tok,
-                                        size_t n)
-{
-    char hex[65];
-    sha256_hex(tok, n, hex);
-    const sl_admin_token *found = NULL;
-    for (int i = 0; i < c->ntokens; i++) {
-        unsigned diff = 0;
-        for (int j = 0; j < 64; j++)
-            diff |= (unsigned)(hex[j] ^ c->tokens[i].sha256[j]);
-        if (diff == 0)
-            found = &c->tokens[i];
-    }
-    return found;
-}
-
 static uint64_t now_ms(void)
 {
     return sl_now_ns() / 1000000;
@@ -236,8 +210,7 @@ static int authenticate(sl_admin *a, sl_http_req *r, admin_actor *who)
     size_t n = h->n - 7;
     while (n && *tok == ' ')
         tok++, n--;
-    const sl_admin_token *t = find_token(&a->cfg->admin, tok, n);
-    if (!t) {
+    if (sl_admin__token_lookup(a, tok, n, who) < 0) {
         count_failure(a, who->addr);
         admin_event e = {.addr = who->addr,
                          .action = "login",
@@ -248,8 +221,6 @@ static int authenticate(sl_admin *a, sl_http_req *r, admin_actor *who)
                    "www-authenticate", "Bearer error=\"invalid_token\"");
         return -1;
     }
-    who->name = t->name;
-    who->roles = t->roles;
     return 0;
 }
 
@@ -291,6 +262,9 @@ static const struct route {
     {"POST", "/admin/publish", SL_ROLE_APPROVE, sl_admin__publish_h, 1},
     {"POST", "/admin/rollback", SL_ROLE_ADMIN, sl_admin__rollback_h, 0},
     {"POST", "/admin/reload", SL_ROLE_ADMIN, sl_admin__reload_h, 0},
+    {"GET", "/admin/tokens", SL_ROLE_READ, sl_admin__tokens_h, 0},
+    {"POST", "/admin/tokens", SL_ROLE_ADMIN, sl_admin__token_add_h, 0},
+    {"DELETE", "/admin/tokens/*", SL_ROLE_ADMIN, sl_admin__token_revoke_h, 0},
 };
 
 static int path_matches(const char *pat, const sl_str *path)
@@ -362,7 +336,7 @@ static void on_request(sl_http_req *r, void *data)
                          .action = action,
                          .result = "refused",
                          .detail = "missing role"};
-        if (hit->method[0] == 'P')
+        if (strcmp(hit->method, "GET") != 0)
             sl_admin__audit(a, &e);
         sl_admin__error(r, 403, "forbidden",
                         "token '%s' lacks the '%s' role this endpoint needs",
@@ -414,6 +388,52 @@ static void metrics_h(sl_admin *a, sl_http_req *r, admin_actor *who)
     sl_buf_release(&b);
 }
 
+/* A backend's health as this instance's workers saw it (metrics.h):
+ * "down" while its circuit breaker is open, "degraded" while it is
+ * half-open or when an attempt failed within the window, "unknown" when
+ * no request went to it since start, else "ok". */
+static void health_json(sl_buf *b, const sl_backend_health *h)
+{
+    if (!h) {
+        sl_buf_puts(b, "null");
+        return;
+    }
+    static const char *const breaker[] = {"closed", "half_open", "open"};
+    const char *status = h->breaker == 2                           ? "down"
+                         : h->breaker == 1 || h->recent_errors > 0 ? "degraded"
+                         : h->requests == 0 && h->errors == 0      ? "unknown"
+                                                                   : "ok";
+    sl_buf_printf(b,
+                  "{\"status\":\"%s\",\"requests\":%.0f,"
+                  "\"upstream_errors\":%.0f,\"errors_by_reason\":{",
+                  status, h->requests, h->errors);
+    for (int i = 0; i < h->nreasons; i++) {
+        sl_buf_puts(b, i ? "," : "");
+        sl_admin__jstr(b, h->reasons[i].reason);
+        sl_buf_printf(b, ":%.0f", h->reasons[i].n);
+    }
+    sl_buf_printf(
+        b, "},\"recent_errors\":%.0f,\"last_error_at\":", h->recent_errors);
+    if (h->last_error_at > 0) {
+        time_t t = (time_t)h->last_error_at;
+        struct tm tm;
+        char ts[40];
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+        sl_buf_printf(b, "\"%s.%03dZ\"", ts,
+                      (int)((h->last_error_at - (double)t) * 1000));
+    } else {
+        sl_buf_puts(b, "null");
+    }
+    sl_buf_puts(b, ",\"last_error\":");
+    sl_admin__jstr(b, h->last_error[0] ? h->last_error : NULL);
+    sl_buf_puts(b, ",\"breaker\":");
+    sl_admin__jstr(b, h->breaker >= 0 ? breaker[h->breaker] : NULL);
+    if (h->breaker == 2)
+        sl_buf_printf(b, ",\"breaker_open_for_s\":%.1f", h->open_for_s);
+    sl_buf_puts(b, "}");
+}
+
 static void status_h(sl_admin *a, sl_http_req *r, admin_actor *who)
 {
     sl_policy *p = *a->live;
@@ -431,7 +451,17 @@ static void status_h(sl_admin *a, sl_http_req *r, admin_actor *who)
     int pending = 0;
     for (int i = 0; i < a->nchanges; i++)
         pending += strcmp(a->changes[i].status, "pending") == 0;
-    sl_buf_printf(&b, "%d,\"backends\":[", pending);
+    sl_buf_printf(&b, "%d,\"health_window_s\":%d,\"backends\":[", pending,
+                  SL_HEALTH_WINDOW_S);
+    int nb = p ? p->nbackends : 0;
+    const char **names = calloc((size_t)nb + 1, sizeof(*names));
+    sl_backend_health *health = calloc((size_t)nb + 1, sizeof(*health));
+    for (int i = 0; names && i < nb; i++)
+        names[i] = p->backends[i].name;
+    if (!names || !health || sl_metrics_backend_health(names, nb, health) < 0) {
+        free(health);
+        health = NULL;
+    }
     for (int i = 0; p && i < p->nbackends; i++) {
         const sl_backend *be = &p->backends[i];
         sl_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
@@ -442,9 +472,13 @@ static void status_h(sl_admin *a, sl_http_req *r, admin_actor *who)
         sl_admin__jstr(&b, be->region);
         sl_buf_puts(&b, ",\"url\":");
         sl_admin__jstr(&b, be->url);
-        sl_buf_printf(&b, ",\"default\":%s}",
+        sl_buf_printf(&b, ",\"default\":%s,\"health\":",
                       p->default_backend == i ? "true" : "false");
+        health_json(&b, health ? &health[i] : NULL);
+        sl_buf_puts(&b, "}");
     }
+    free(health);
+    free(names);
     sl_buf_puts(&b, "],\"you\":");
     sl_admin__jstr(&b, who->name);
     if (a->cl) {
@@ -646,6 +680,9 @@ int sl_admin_new(const sl_config *cfg, sl_admin **out, sl_policy **first,
         if (rc < 0 && !err[0])
             snprintf(err, errlen, "%s: cannot read changes.json",
                      cfg->admin.state_dir);
+        if (rc == 0 && (rc = sl_admin__load_tokens(a)) < 0)
+            snprintf(err, errlen, "%s: cannot read tokens.json",
+                     cfg->admin.state_dir);
     }
     if (rc == 0)
         rc = first_policy(a, first, err, errlen);
@@ -740,6 +777,7 @@ void sl_admin_free(sl_admin *a)
     sl_admin__cluster_free(a);
     free(a->job.applied);
     sl_admin__free_changes(a);
+    sl_admin__free_tokens(a);
     sl_admin__audit_close(a);
     sl_lua_free(a->lua);
     sl_ver_close(a->store);

@@ -5,10 +5,14 @@
  * a refusal (1: invalid policy, missing role, needs approval...) or a
  * usage or connection problem (2). */
 #include "admin_int.h"
+#include "lua_services.h"
 #include "tls.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lualib.h>
 #include <limits.h>
 #include <mbedtls/sha256.h>
 #include <netdb.h>
@@ -29,7 +33,14 @@ static const char cli_usage[] =
     "  publish --dir DIR         publish DIR directly (admin; audited)\n"
     "  rollback [VERSION]        back to the previous (or a given) version\n"
     "  reload                    reload the gateway's policy directory\n"
-    "  status | changes | audit  what is live, proposed, done\n"
+    "  status [--json]           version, instances, backends and health\n"
+    "  changes | versions | audit  what is proposed, kept, done\n"
+    "  tokens list               admin tokens: names, roles, where defined\n"
+    "  tokens add NAME --roles R[,R...] [--sha256 HEX | --hash-of F]\n"
+    "                            add a token (admin); without a hash sluice\n"
+    "                            makes one and shows it once (--out F: write\n"
+    "                            it to F, mode 0600, instead of stdout)\n"
+    "  tokens revoke NAME        revoke a token added through the API\n"
     "  hash-token                SHA-256 of the token (for sluice.yaml)\n"
     "\n"
     "DIR defaults to ./policies; plugins come from --plugins DIR (default\n"
@@ -39,7 +50,11 @@ static const char cli_usage[] =
 
 typedef struct cli {
     const char *url, *token_file, *ca_file, *dir, *plugins, *message;
-    const char *arg; /* the command's positional argument */
+    const char *arg;     /* the command's (last) positional argument */
+    const char *args[4]; /* every positional argument */
+    int nargs;
+    const char *roles, *sha256, *hash_of, *out;
+    int json;
     char host[256];
     char port[8];
     int tls;
@@ -240,9 +255,10 @@ static int exchange_tls(const cli *c, int fd, const sl_buf *req, sl_buf *resp)
     return rc;
 }
 
-/* Send method path [body]; print the answer's body; return its status. */
-static int call(cli *c, const char *method, const char *path,
-                const sl_buf *body)
+/* Send method path [body]; print the answer's body (or, with `answer`,
+ * keep it there, NUL-terminated); return its status. */
+static int call_into(cli *c, const char *method, const char *path,
+                     const sl_buf *body, sl_buf *answer)
 {
     sl_buf req, resp;
     sl_buf_init(&req, NULL);
@@ -278,7 +294,12 @@ static int call(cli *c, const char *method, const char *path,
     if (rc == 0 && sl_buf_append(&resp, "", 1) == 0 &&
         sscanf(resp.data, "HTTP/1.%*d %d", &status) == 1) {
         const char *bodyp = strstr(resp.data, "\r\n\r\n");
-        printf("%s\n", bodyp ? bodyp + 4 : "");
+        if (answer && status < 300 &&
+            sl_buf_append(answer, bodyp ? bodyp + 4 : "",
+                          strlen(bodyp ? bodyp + 4 : "") + 1) == 0)
+            answer->len--; /* a C string, the NUL not counted */
+        else
+            printf("%s\n", bodyp ? bodyp + 4 : "");
         if (status >= 300) {
             const char *m = bodyp ? strstr(bodyp, "\"message\":\"") : NULL;
             const char *end = m ? strstr(m + 11, "\",\"") : NULL;
@@ -291,6 +312,12 @@ static int call(cli *c, const char *method, const char *path,
     }
     sl_buf_release(&resp);
     return status;
+}
+
+static int call(cli *c, const char *method, const char *path,
+                const sl_buf *body)
+{
+    return call_into(c, method, path, body, NULL);
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -368,6 +395,253 @@ static int with_json(cli *c, const char *path, const char *key,
     return rc;
 }
 
+/* ---- tokens ------------------------------------------------------------- */
+
+/* The token the answer carries (made by sluice) to file F, mode 0600, and
+ * the answer without it to stdout. */
+static int write_secret(const cli *c, sl_buf *answer)
+{
+    char *at = answer->data ? strstr(answer->data, ",\"secret\":\"") : NULL;
+    if (!at) {
+        printf("%s\n", answer->data ? answer->data : "");
+        return 0;
+    }
+    char *val = at + strlen(",\"secret\":\"");
+    char *end = strchr(val, '"');
+    if (!end)
+        return -1;
+    FILE *f = NULL;
+    int fd = open(c->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && !(f = fdopen(fd, "w")))
+        close(fd);
+    int rc = f && fprintf(f, "%.*s\n", (int)(end - val), val) > 0 ? 0 : -1;
+    if (f && fclose(f) != 0)
+        rc = -1;
+    explicit_bzero(val, (size_t)(end - val));
+    if (rc < 0) {
+        fprintf(stderr,
+                "sluice policy: cannot write %s: %s (the token was added: "
+                "revoke it and add it again)\n",
+                c->out, strerror(errno));
+        return -1;
+    }
+    memmove(at, end + 1, strlen(end + 1) + 1); /* drop ,"secret":"…" */
+    printf("%s\n", answer->data);
+    fprintf(stderr, "sluice policy: the new token is in %s\n", c->out);
+    return 0;
+}
+
+static int tokens_cmd(cli *c)
+{
+    const char *sub = c->nargs > 0 ? c->args[0] : "list";
+    const char *name = c->nargs > 1 ? c->args[1] : NULL;
+    char path[300];
+    if (strcmp(sub, "list") == 0)
+        return exit_of(call(c, "GET", "/admin/tokens", NULL));
+    if (strcmp(sub, "revoke") == 0 && name) {
+        snprintf(path, sizeof(path), "/admin/tokens/%s", name);
+        return exit_of(call(c, "DELETE", path, NULL));
+    }
+    if (strcmp(sub, "add") != 0 || !name || !c->roles) {
+        fprintf(stderr, "sluice policy: tokens list | tokens add NAME --roles "
+                        "R[,R...] | tokens revoke NAME\n");
+        return 2;
+    }
+    char hex[65] = "";
+    if (c->sha256)
+        snprintf(hex, sizeof(hex), "%s", c->sha256);
+    if (c->hash_of) {
+        cli other = *c;
+        other.token_file = c->hash_of;
+        if (read_token(&other) < 0)
+            return 2;
+        unsigned char sum[32];
+        mbedtls_sha256_ret((const unsigned char *)other.token,
+                           strlen(other.token), sum, 0);
+        for (int i = 0; i < 32; i++)
+            snprintf(hex + i * 2, 3, "%02x", sum[i]);
+        explicit_bzero(other.token, sizeof(other.token));
+    }
+    sl_buf b, answer;
+    sl_buf_init(&b, NULL);
+    sl_buf_init(&answer, NULL);
+    sl_buf_puts(&b, "{\"name\":");
+    sl_admin__jstr(&b, name);
+    sl_buf_puts(&b, ",\"roles\":[");
+    for (const char *p = c->roles; *p;) {
+        size_t n = strcspn(p, ", ");
+        if (n) {
+            char role[32];
+            snprintf(role, sizeof(role), "%.*s", (int)n, p);
+            sl_buf_puts(&b, b.data[b.len - 1] == '[' ? "" : ",");
+            sl_admin__jstr(&b, role);
+        }
+        p += n;
+        p += strspn(p, ", ");
+    }
+    sl_buf_puts(&b, "]");
+    if (hex[0]) {
+        sl_buf_puts(&b, ",\"sha256\":");
+        sl_admin__jstr(&b, hex);
+    }
+    sl_buf_puts(&b, "}");
+    int st = call_into(c, "POST", "/admin/tokens", &b, c->out ? &answer : NULL);
+    int rc = exit_of(st);
+    if (rc == 0 && c->out && write_secret(c, &answer) < 0)
+        rc = 1;
+    sl_buf_release(&b);
+    if (answer.data)
+        explicit_bzero(answer.data, answer.len);
+    sl_buf_release(&answer);
+    return rc;
+}
+
+/* ---- status as a table --------------------------------------------------- */
+
+static const char *tstr(lua_State *L, int t, const char *key, const char *dflt)
+{
+    lua_getfield(L, t, key);
+    const char *s = lua_type(L, -1) == LUA_TSTRING   ? lua_tostring(L, -1)
+                    : lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1)
+                                                     : NULL;
+    lua_pop(L, 1); /* the table still holds it */
+    return s ? s : dflt;
+}
+
+static double tnum(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int tbool(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void print_uptime(double s)
+{
+    unsigned long u = (unsigned long)s;
+    if (u >= 86400)
+        printf("%lud%02luh", u / 86400, u % 86400 / 3600);
+    else if (u >= 3600)
+        printf("%luh%02lum", u / 3600, u % 3600 / 60);
+    else
+        printf("%lum%02lus", u / 60, u % 60);
+}
+
+static void print_status(lua_State *L, int st)
+{
+    printf("version   %s\n", tstr(L, st, "version", "(none)"));
+    printf("uptime    ");
+    print_uptime(tnum(L, st, "uptime_s"));
+    printf("  (since %s)\n", tstr(L, st, "started_at", "?"));
+    printf("workers   %.0f%s\n", tnum(L, st, "workers"),
+           tbool(L, st, "publishing") ? "  (publishing now)" : "");
+    printf("changes   %.0f pending\n", tnum(L, st, "pending_changes"));
+    printf("you       %s\n", tstr(L, st, "you", "?"));
+    lua_getfield(L, st, "cluster");
+    if (lua_istable(L, -1)) {
+        int cl = lua_gettop(L);
+        printf("cluster   instance %s, redis %s%s\n",
+               tstr(L, cl, "instance", "?"),
+               tbool(L, cl, "redis") ? "up" : "DOWN",
+               tbool(L, cl, "announce_pending") ? ", announce pending" : "");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, st, "instances");
+    if (lua_istable(L, -1) && lua_objlen(L, -1) > 0) {
+        int list = lua_gettop(L);
+        printf("\n%-24s %-18s %-8s %s\n", "INSTANCE", "VERSION", "WORKERS",
+               "REFUSED");
+        for (int i = 1; i <= (int)lua_objlen(L, list); i++) {
+            lua_rawgeti(L, list, i);
+            int in = lua_gettop(L);
+            if (lua_istable(L, in)) {
+                const char *refused = "-";
+                lua_getfield(L, in, "refused");
+                if (lua_istable(L, -1))
+                    refused = tstr(L, lua_gettop(L), "version", "?");
+                printf("%-24s %-18s %-8.0f %s\n", tstr(L, in, "instance", "?"),
+                       tstr(L, in, "version", "-"), tnum(L, in, "workers"),
+                       refused);
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    printf("\n%-16s %-10s %-10s %-9s %9s %7s %8s  %-34s %s\n", "BACKEND",
+           "PROVIDER", "REGION", "HEALTH", "REQUESTS", "ERRORS", "LAST 5M",
+           "LAST ERROR", "BREAKER");
+    lua_getfield(L, st, "backends");
+    int list = lua_gettop(L);
+    for (int i = 1; lua_istable(L, list) && i <= (int)lua_objlen(L, list);
+         i++) {
+        lua_rawgeti(L, list, i);
+        int be = lua_gettop(L);
+        lua_getfield(L, be, "health");
+        int h = lua_gettop(L);
+        int has = lua_istable(L, h);
+        char name[80], last[80];
+        snprintf(name, sizeof(name), "%s%s", tstr(L, be, "name", "?"),
+                 tbool(L, be, "default") ? " *" : "");
+        if (has && strcmp(tstr(L, h, "last_error_at", ""), "") != 0)
+            snprintf(last, sizeof(last), "%s %s", tstr(L, h, "last_error", "?"),
+                     tstr(L, h, "last_error_at", ""));
+        else
+            snprintf(last, sizeof(last), "-");
+        printf("%-16s %-10s %-10s %-9s %9.0f %7.0f %8.0f  %-34s %s\n", name,
+               tstr(L, be, "provider", "-"), tstr(L, be, "region", "-"),
+               has ? tstr(L, h, "status", "?") : "?",
+               has ? tnum(L, h, "requests") : 0,
+               has ? tnum(L, h, "upstream_errors") : 0,
+               has ? tnum(L, h, "recent_errors") : 0, last,
+               has ? tstr(L, h, "breaker", "-") : "-");
+        lua_settop(L, list);
+    }
+    lua_settop(L, st);
+    printf("\n* default backend. Health is this instance's view (requests "
+           "and errors since start;\n  LAST 5M: upstream errors in the last "
+           "5 minutes); --json for the full answer.\n");
+}
+
+static int status_table(cli *c)
+{
+    sl_buf answer;
+    sl_buf_init(&answer, NULL);
+    int rc = exit_of(call_into(c, "GET", "/admin/status", NULL, &answer));
+    if (rc != 0 || !answer.data) {
+        sl_buf_release(&answer);
+        return rc;
+    }
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        sl_buf_release(&answer);
+        return 2;
+    }
+    luaL_openlibs(L);
+    lua_pushcfunction(L, sl_luaopen_json);
+    int ok = lua_pcall(L, 0, 1, 0) == 0 && lua_istable(L, -1);
+    if (ok) {
+        lua_getfield(L, -1, "decode");
+        lua_pushlstring(L, answer.data, answer.len);
+        ok = lua_pcall(L, 1, 1, 0) == 0 && lua_istable(L, -1);
+    }
+    if (ok)
+        print_status(L, lua_gettop(L));
+    else
+        printf("%s\n", answer.data); /* not what we know: show it as is */
+    lua_close(L);
+    sl_buf_release(&answer);
+    return 0;
+}
+
 int sl_admin_cli(int argc, char **argv)
 {
     cli c = {.url = getenv("SLUICE_ADMIN")};
@@ -386,12 +660,25 @@ int sl_admin_cli(int argc, char **argv)
             c.dir = argv[++i];
         else if ((strcmp(a, "-m") == 0 || strcmp(a, "--message") == 0) && v)
             c.message = argv[++i];
+        else if (strcmp(a, "--roles") == 0 && v)
+            c.roles = argv[++i];
+        else if (strcmp(a, "--sha256") == 0 && v)
+            c.sha256 = argv[++i];
+        else if (strcmp(a, "--hash-of") == 0 && v)
+            c.hash_of = argv[++i];
+        else if (strcmp(a, "--out") == 0 && v)
+            c.out = argv[++i];
+        else if (strcmp(a, "--json") == 0)
+            c.json = 1;
         else if (a[0] == '-') {
             fprintf(stderr, "sluice policy: unknown option %s\n\n%s", a,
                     cli_usage);
             return 2;
-        } else
+        } else {
             c.arg = a;
+            if (c.nargs < (int)SL_ARRAY_LEN(c.args))
+                c.args[c.nargs++] = a;
+        }
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0) {
         fputs(cli_usage, stdout);
@@ -429,6 +716,10 @@ int sl_admin_cli(int argc, char **argv)
         return with_json(&c, "/admin/rollback", "version", c.arg);
     if (strcmp(cmd, "reload") == 0)
         return with_json(&c, "/admin/reload", NULL, NULL);
+    if (strcmp(cmd, "tokens") == 0)
+        return tokens_cmd(&c);
+    if (strcmp(cmd, "status") == 0 && !c.json)
+        return status_table(&c);
     static const char *const reads[][2] = {{"status", "/admin/status"},
                                            {"changes", "/admin/changes"},
                                            {"audit", "/admin/audit"},

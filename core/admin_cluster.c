@@ -514,12 +514,19 @@ static void on_seeded(void *arg, int rc, const sl_cluster_strs *r)
     sl_cluster_policy_latest(a->cl, on_latest, a);
 }
 
+/* Another instance added or revoked an admin token. */
+static void on_tokens(void *arg)
+{
+    sl_admin__cluster_tokens_sync(arg);
+}
+
 /* Connected (again): announce what was published while Redis was away, or
  * catch up on what the others published meanwhile. */
 static void on_ready(void *arg)
 {
     sl_admin *a = arg;
     beat(a);
+    sl_admin__cluster_tokens_sync(a);
     if (a->announce_pending) {
         announce_live(a, "cluster", "publish");
         return;
@@ -568,8 +575,10 @@ void sl_admin__cluster_settled(sl_admin *a, const char *action,
 
 int sl_admin__cluster_start(sl_admin *a, char *err, size_t errlen)
 {
-    sl_cluster_admin_hooks h = {
-        .on_policy = on_policy, .on_ready = on_ready, .arg = a};
+    sl_cluster_admin_hooks h = {.on_policy = on_policy,
+                                .on_ready = on_ready,
+                                .on_tokens = on_tokens,
+                                .arg = a};
     int rc = sl_cluster_admin_new(a->loop, a->cfg, &h, &a->cl, err, errlen);
     if (rc == 0)
         beat(a);

@@ -23,6 +23,8 @@ typedef struct admin_wait {
     char version[17];
     int pending; /* commands still to answer */
     int failed;
+    admin_token tok; /* a token added or revoked */
+    char secret[72]; /* the token made for it, shown once */
 } admin_wait;
 
 static admin_wait *wait_new(sl_admin *a, sl_http_req *r, admin_actor *who)
@@ -48,6 +50,7 @@ static void wait_free(admin_wait *w)
             break;
         }
     sl_buf_release(&w->body);
+    explicit_bzero(w->secret, sizeof(w->secret));
     free(w);
 }
 
@@ -337,4 +340,136 @@ void sl_admin__cluster_status(sl_admin *a, sl_http_req *r, sl_buf *b)
     sl_buf_init(b, NULL);
     if (sl_cluster_instances(a->cl, on_instances, w) < 0)
         on_instances(w, SL_ECONNECT, NULL);
+}
+
+/* ---- admin tokens ------------------------------------------------------- */
+
+static void on_token_put(void *arg, int rc, const sl_cluster_strs *r)
+{
+    admin_wait *w = arg;
+    (void)r;
+    sl_http_req *req = w->a->closing ? NULL : w->req;
+    if (w->pending) /* a revocation */
+        sl_admin__token_revoked(w->a, req, &w->who, &w->tok, rc);
+    else
+        sl_admin__token_added(w->a, req, &w->who, &w->tok,
+                              w->secret[0] ? w->secret : NULL, rc);
+    wait_free(w);
+}
+
+static int token_put(sl_admin *a, sl_http_req *r, admin_actor *who,
+                     const admin_token *t, const char *secret, int revoke)
+{
+    if (!a->cl)
+        return -1;
+    admin_wait *w = wait_new(a, r, who);
+    sl_buf rec;
+    sl_buf_init(&rec, NULL);
+    if (!revoke) {
+        sl_admin__token_record(&rec, t, 1);
+        sl_buf_append(&rec, "", 1); /* a C string for the command */
+    }
+    int rc = w && (revoke || rec.data) ? 0 : SL_ENOMEM;
+    if (w) {
+        w->tok = *t;
+        w->pending = revoke;
+        if (secret)
+            snprintf(w->secret, sizeof(w->secret), "%s", secret);
+    }
+    if (rc == 0)
+        rc = sl_cluster_token_put(a->cl, t->name, revoke ? "" : rec.data,
+                                  who->name, on_token_put, w);
+    sl_buf_release(&rec);
+    if (rc < 0) {
+        /* tokens hold cluster-wide: no change Redis did not record */
+        if (revoke)
+            sl_admin__token_revoked(a, r, who, t, rc);
+        else
+            sl_admin__token_added(a, r, who, t, secret, rc);
+        if (w)
+            wait_free(w);
+    }
+    return 0;
+}
+
+int sl_admin__cluster_token(sl_admin *a, sl_http_req *r, admin_actor *who,
+                            const admin_token *t, const char *secret)
+{
+    return token_put(a, r, who, t, secret, 0);
+}
+
+int sl_admin__cluster_token_revoke(sl_admin *a, sl_http_req *r,
+                                   admin_actor *who, const admin_token *t)
+{
+    return token_put(a, r, who, t, NULL, 1);
+}
+
+static void on_token_seeded(void *arg, int rc, const sl_cluster_strs *r)
+{
+    (void)arg;
+    (void)rc;
+    (void)r;
+}
+
+/* Pairs [name, record] from Redis: the cluster's tokens replace this
+ * instance's; tokens only this instance knows (stored before it joined a
+ * cluster) are put in Redis. A revoked one ("") is dropped here too. */
+static void on_tokens_read(void *arg, int rc, const sl_cluster_strs *r)
+{
+    sl_admin *a = arg;
+    if (rc < 0 || !r || a->closing)
+        return;
+    sl_buf all;
+    sl_buf_init(&all, NULL);
+    sl_buf_puts(&all, "{\"tokens\":[");
+    int n = 0;
+    for (int i = 0; i + 1 < r->n; i += 2)
+        if (r->s[i] && r->s[i + 1] && r->len[i + 1] > 0) {
+            sl_buf_puts(&all, n++ ? "," : "");
+            sl_buf_append(&all, r->s[i + 1], r->len[i + 1]);
+        }
+    sl_buf_puts(&all, "]}");
+    admin_token *list = NULL;
+    int nlist = 0;
+    if (!all.data ||
+        sl_admin__tokens_from_json(a, all.data, all.len, &list, &nlist) < 0) {
+        sl_log_warn("cluster: the admin tokens in Redis cannot be read; "
+                    "keeping this instance's");
+        sl_buf_release(&all);
+        return;
+    }
+    sl_buf_release(&all);
+    for (int j = 0; j < a->ntokens; j++) {
+        const admin_token *t = &a->tokens[j];
+        int known = 0;
+        for (int i = 0; i + 1 < r->n && !known; i += 2)
+            known = r->s[i] && r->len[i] == strlen(t->name) &&
+                    memcmp(r->s[i], t->name, r->len[i]) == 0;
+        if (known)
+            continue;
+        admin_token *grown =
+            realloc(list, (size_t)(nlist + 1) * sizeof(*grown));
+        if (!grown)
+            continue;
+        list = grown;
+        list[nlist++] = *t;
+        sl_buf rec;
+        sl_buf_init(&rec, NULL);
+        sl_admin__token_record(&rec, t, 1);
+        if (rec.data && sl_buf_append(&rec, "", 1) == 0)
+            sl_cluster_token_put(a->cl, t->name, rec.data, "seed",
+                                 on_token_seeded, NULL);
+        sl_buf_release(&rec);
+    }
+    free(a->tokens);
+    a->tokens = list;
+    a->ntokens = nlist;
+    sl_admin__save_tokens(a);
+}
+
+void sl_admin__cluster_tokens_sync(sl_admin *a)
+{
+    if (!a->cl || !a->store || a->closing || !sl_cluster_admin_ready(a->cl))
+        return;
+    sl_cluster_tokens(a->cl, on_tokens_read, a);
 }

@@ -28,12 +28,22 @@ typedef struct admin_fail {
     uint64_t locked_until_ms;
 } admin_fail;
 
-/* Who is calling: the token's name and roles. */
+/* Who is calling: the token's name and roles (copied: a token revoked
+ * while the request runs does not take its name away). */
 typedef struct admin_actor {
-    const char *name;
+    char name[128];
     unsigned roles;
     char addr[64];
 } admin_actor;
+
+/* A token added through the API (admin_tokens.c): only its hash. */
+typedef struct admin_token {
+    char name[72];
+    char sha256[65];
+    unsigned roles;
+    char created[32];
+    char created_by[128];
+} admin_token;
 
 /* A proposed change: a stored version waiting for approval / publish. */
 typedef struct admin_change {
@@ -100,6 +110,9 @@ struct sl_admin {
     sl_ver_id refused;        /* the last version this instance refused */
     char refused_reason[1024];
     int no_store_logged;
+    /* tokens added through the API (admin_tokens.c) */
+    admin_token *tokens;
+    int ntokens;
 };
 
 /* ---- admin.c ---- */
@@ -233,6 +246,51 @@ void sl_admin__waits_free(sl_admin *a);
 admin_change *sl_admin__change_from_json(sl_admin *a, const char *json,
                                          size_t len);
 void sl_admin__change_set_approvers(admin_change *c, const char *list);
+
+/* ---- admin_tokens.c: tokens managed through the API ---- */
+/* Find the token whose SHA-256 is that of tok (sluice.yaml's win): 0 and
+ * who's name and roles, or -1. */
+int sl_admin__token_lookup(sl_admin *a, const char *tok, size_t n,
+                           admin_actor *who);
+const sl_admin_token *sl_admin__config_token(const sl_admin *a,
+                                             const char *name);
+admin_token *sl_admin__api_token(sl_admin *a, const char *name);
+/* ["read", ...] of SL_ROLE_* bits. */
+void sl_admin__roles_json(sl_buf *b, unsigned roles);
+/* A token's record, as tokens.json and Redis keep it (with_hash). */
+void sl_admin__token_record(sl_buf *b, const admin_token *t, int with_hash);
+/* {"tokens": [records]} decoded into a new list (malloc'd); records that
+ * are invalid or shadow a token of sluice.yaml are dropped (logged). */
+int sl_admin__tokens_from_json(sl_admin *a, const char *data, size_t len,
+                               admin_token **out, int *nout);
+int sl_admin__token_insert(sl_admin *a, const admin_token *t);
+void sl_admin__token_remove(sl_admin *a, const char *name);
+int sl_admin__load_tokens(sl_admin *a);
+int sl_admin__save_tokens(sl_admin *a);
+void sl_admin__free_tokens(sl_admin *a);
+void sl_admin__tokens_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__token_add_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+void sl_admin__token_revoke_h(sl_admin *a, sl_http_req *r, admin_actor *who);
+/* The cluster's Redis answered an add (secret: the generated token, or
+ * NULL) or a revocation: apply it here, audit it, answer r (may be
+ * NULL: the client went away). rc < 0: Redis did not store it. */
+void sl_admin__token_added(sl_admin *a, sl_http_req *r, admin_actor *who,
+                           const admin_token *t, const char *secret, int rc);
+void sl_admin__token_revoked(sl_admin *a, sl_http_req *r, admin_actor *who,
+                             const admin_token *t, int rc);
+
+/* ---- admin_cluster_req.c (tokens) ---- */
+/* In cluster mode, put t in Redis first (an add; secret: the token
+ * sluice made, or NULL) or its revocation, then finish with
+ * sl_admin__token_added / _revoked: 0 (under way, or answered: Redis
+ * down), -1 without a cluster (apply it locally). */
+int sl_admin__cluster_token(sl_admin *a, sl_http_req *r, admin_actor *who,
+                            const admin_token *t, const char *secret);
+int sl_admin__cluster_token_revoke(sl_admin *a, sl_http_req *r,
+                                   admin_actor *who, const admin_token *t);
+/* Read the cluster's API tokens from Redis and replace this instance's
+ * with them (on connect, and when another instance changed one). */
+void sl_admin__cluster_tokens_sync(sl_admin *a);
 
 /* ---- admin_audit.c ---- */
 typedef struct admin_event {

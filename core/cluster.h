@@ -127,6 +127,8 @@ typedef struct sl_cluster_admin_hooks {
     /* the subscription is (again) in place, and the command connection
      * ready: catch up on what was published meanwhile */
     void (*on_ready)(void *arg);
+    /* another instance added or revoked an admin token */
+    void (*on_tokens)(void *arg);
     void *arg;
 } sl_cluster_admin_hooks;
 
@@ -188,6 +190,14 @@ int sl_cluster_change_approve(sl_cluster_admin *c, const char *id,
 int sl_cluster_change_status(sl_cluster_admin *c, const char *id,
                              const char *status, sl_cluster_reply_cb cb,
                              void *arg);
+
+/* Admin tokens added through the API: put `record` (JSON; "" for a
+ * revoked token) under `name` and tell the other instances. ["1"]. */
+int sl_cluster_token_put(sl_cluster_admin *c, const char *name,
+                         const char *record, const char *actor,
+                         sl_cluster_reply_cb cb, void *arg);
+/* Every token: pairs [name, record]. */
+int sl_cluster_tokens(sl_cluster_admin *c, sl_cluster_reply_cb cb, void *arg);
 
 /* Start-up, before any loop runs (blocking, at most cluster.timeout per
  * step): the latest published version and its bundle (malloc'd, caller

@@ -14,7 +14,10 @@
  *   <prefix>policy:latest         the version every instance should run
  *   <prefix>policy:changes:<id>   hash: record (JSON), status, approvers
  *   <prefix>inst:<instance>       heartbeat JSON, every 2 s, lives 10 s
- *   channel <prefix>policy        "nonce|instance|version|actor" */
+ *   <prefix>policy:tokens         hash: admin token name -> record JSON
+ *                                 (hash, roles, created; "" once revoked)
+ *   channel <prefix>policy        "nonce|instance|version|actor", or
+ *                                 "nonce|instance|tokens|actor" */
 #include "cluster_int.h"
 #include "log.h"
 #include "util.h"
@@ -105,6 +108,14 @@ static const char STATUS_SCRIPT[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return {} end\n"
     "redis.call('HSET', KEYS[1], 'status', ARGV[1])\n"
     "return {ARGV[1]}\n";
+
+/* KEYS[1] the tokens hash; ARGV: name, record ("" revokes), channel,
+ * message. A revoked token stays as "" so an instance that still holds it
+ * in its tokens.json never brings it back. */
+static const char TOKEN_PUT_SCRIPT[] =
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('PUBLISH', ARGV[3], ARGV[4])\n"
+    "return {'1'}\n";
 
 typedef struct aconn {
     sl_cluster_admin *owner;
@@ -280,8 +291,15 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
             p = bar + 1;
         }
     }
-    if (strcmp(f[0], c->srv.nonce) == 0 || strlen(f[2]) != 16)
+    if (strcmp(f[0], c->srv.nonce) == 0)
         return; /* our own: live here already */
+    if (strcmp(f[2], "tokens") == 0) {
+        if (c->h.on_tokens)
+            c->h.on_tokens(c->h.arg);
+        return;
+    }
+    if (strlen(f[2]) != 16)
+        return;
     if (c->h.on_policy)
         c->h.on_policy(c->h.arg, f[2], f[1], f[3]);
 }
@@ -551,6 +569,27 @@ int sl_cluster_change_status(sl_cluster_admin *c, const char *id,
     key_of(c, key, sizeof(key), "changes:", id);
     const char *kv[] = {key, status};
     return eval(c, cb, arg, STATUS_SCRIPT, 1, kv, 2, -1, 0);
+}
+
+int sl_cluster_token_put(sl_cluster_admin *c, const char *name,
+                         const char *record, const char *actor,
+                         sl_cluster_reply_cb cb, void *arg)
+{
+    char key[300], msg[400];
+    key_of(c, key, sizeof(key), "tokens", NULL);
+    snprintf(msg, sizeof(msg), "%s|%s|tokens|%.200s", c->srv.nonce,
+             c->srv.instance, actor ? actor : "");
+    const char *kv[] = {key, name, record, c->channel, msg};
+    return eval(c, cb, arg, TOKEN_PUT_SCRIPT, 1, kv, 5, -1, 0);
+}
+
+int sl_cluster_tokens(sl_cluster_admin *c, sl_cluster_reply_cb cb, void *arg)
+{
+    char key[300];
+    key_of(c, key, sizeof(key), "tokens", NULL);
+    const char *argv[] = {"HGETALL", key};
+    size_t lens[] = {7, strlen(key)};
+    return command(c, cb, arg, 2, argv, lens);
 }
 
 /* ---- life cycle ------------------------------------------------------------

@@ -24,7 +24,7 @@ static const char usage[] =
     "  run [-c sluice.yaml]       start the gateway\n"
     "  check [-c sluice.yaml] [policy-dir]\n"
     "                             validate the configuration and policy\n"
-    "  policy validate|diff|submit|approve|publish|rollback|status|audit\n"
+    "  policy validate|diff|submit|approve|publish|rollback|status|audit|tokens\n"
     "         --admin URL --token-file F\n"
     "                             the policy lifecycle over the admin API\n"
     "                             (sluice policy help)\n"

@@ -125,6 +125,30 @@ void sl_metrics_policy_exceptions(const char *version, const char *const *ids,
  * (for open_for_s seconds, then half-open until closed). */
 void sl_metrics_breaker(const char *backend, int state, double open_for_s);
 
+/* A backend's health as this process saw it (GET /admin/status): what
+ * the registry counted since start, the upstream errors of the last
+ * SL_HEALTH_WINDOW_S seconds, the last one, and its circuit breaker. */
+#define SL_HEALTH_WINDOW_S 300
+#define SL_HEALTH_REASONS 12
+typedef struct sl_backend_health {
+    double requests; /* answered with this backend the last one tried */
+    double errors;   /* upstream errors (failed attempts) since start */
+    int nreasons;
+    struct {
+        char reason[32];
+        double n;
+    } reasons[SL_HEALTH_REASONS]; /* errors since start by reason */
+    double recent_errors;         /* in the last SL_HEALTH_WINDOW_S */
+    double last_error_at;         /* Unix seconds; 0: none since start */
+    char last_error[32];          /* its reason */
+    int breaker;                  /* -1 never reported, 0 closed,
+                                     1 half-open, 2 open */
+    double open_for_s;            /* open: seconds until it half-opens */
+} sl_backend_health;
+/* Fill out[i] for backends[i]. 0 or SL_ENOMEM. */
+int sl_metrics_backend_health(const char *const *backends, int n,
+                              sl_backend_health *out);
+
 /* GET /metrics: the global registry, then the policy facts (version,
  * exceptions in force and days to their expiry, breaker states). Serve it
  * with SL_METRICS_CONTENT_TYPE. 0 or SL_ENOMEM. */

@@ -124,6 +124,18 @@ typedef struct breaker_fact {
     double open_until; /* Unix seconds */
 } breaker_fact;
 
+/* Upstream errors by backend, for the admin's health view: the last one
+ * and per-minute counts over the window. Written only when an attempt
+ * failed, under the facts lock. */
+#define ERR_BUCKETS (SL_HEALTH_WINDOW_S / 60)
+typedef struct error_fact {
+    char *backend;
+    double last_at;
+    char last_reason[32];
+    int64_t minute[ERR_BUCKETS];
+    double count[ERR_BUCKETS];
+} error_fact;
+
 /* The policy facts: rarely written, read at scrape. */
 static pthread_mutex_t facts = PTHREAD_MUTEX_INITIALIZER;
 static char live_version[VERSION_MAX];
@@ -132,6 +144,8 @@ static exc_fact *excs;
 static int nexcs;
 static breaker_fact *breakers;
 static int nbreakers;
+static error_fact *errfacts;
+static int nerrfacts;
 
 static void make_global(void)
 {
@@ -200,6 +214,8 @@ static const char *error_reason(const sl_lua_attempt *a)
     return NULL;
 }
 
+static void note_error(const char *backend, const char *why);
+
 void sl_metrics_request_end(const sl_http_req *r, const char *backend,
                             const sl_lua_attempt *attempts, int nattempts,
                             const char *version)
@@ -239,6 +255,11 @@ void sl_metrics_request_end(const sl_http_req *r, const char *backend,
     }
     sl_metrics_end(s);
     pending_team[0] = '\0';
+    for (int i = 0; i < nattempts; i++) {
+        const char *why = error_reason(&attempts[i]);
+        if (why && attempts[i].backend)
+            note_error(attempts[i].backend, why);
+    }
 }
 
 /* ---- the request, from Lua ---------------------------------------------- */
@@ -522,4 +543,168 @@ int sl_metrics_render(sl_buf *out)
     rc |= write_facts(out);
     pthread_mutex_unlock(&facts);
     return rc ? SL_ENOMEM : 0;
+}
+
+/* ---- backend health (the admin's status) --------------------------------- */
+
+static void note_error(const char *backend, const char *why)
+{
+    double now = wall_now();
+    int64_t minute = (int64_t)(now / 60);
+    pthread_mutex_lock(&facts);
+    error_fact *e = NULL;
+    for (int i = 0; i < nerrfacts && !e; i++)
+        if (strcmp(errfacts[i].backend, backend) == 0)
+            e = &errfacts[i];
+    if (!e && nerrfacts < atomic_load(&max_series)) {
+        error_fact *grown =
+            realloc(errfacts, (size_t)(nerrfacts + 1) * sizeof(*grown));
+        if (grown) {
+            errfacts = grown;
+            e = &errfacts[nerrfacts];
+            memset(e, 0, sizeof(*e));
+            if ((e->backend = strdup(backend)))
+                nerrfacts++;
+            else
+                e = NULL;
+        }
+    }
+    if (e) {
+        int k = (int)(minute % ERR_BUCKETS);
+        if (e->minute[k] != minute) {
+            e->minute[k] = minute;
+            e->count[k] = 0;
+        }
+        e->count[k]++;
+        e->last_at = now;
+        snprintf(e->last_reason, sizeof(e->last_reason), "%s", why);
+    }
+    pthread_mutex_unlock(&facts);
+}
+
+/* One label's value in a series line of the text exposition, unescaped:
+ * 0 and out, or -1 when the line has no such label. */
+static int label_of(const char *line, const char *end, const char *label,
+                    char *out, size_t cap)
+{
+    char pat[48];
+    int n = snprintf(pat, sizeof(pat), "%s=\"", label);
+    const char *hit = NULL;
+    for (const char *q = line + 1; q + n <= end && !hit; q++)
+        if (memcmp(q, pat, (size_t)n) == 0 && (q[-1] == '{' || q[-1] == ','))
+            hit = q;
+    if (!hit)
+        return -1;
+    const char *p = hit + n;
+    size_t k = 0;
+    while (p < end && *p != '"') {
+        char c = *p++;
+        if (c == '\\' && p < end) {
+            c = *p++;
+            if (c == 'n')
+                c = '\n';
+        }
+        if (k + 1 < cap)
+            out[k++] = c;
+    }
+    out[k] = '\0';
+    return 0;
+}
+
+static double value_of(const char *line, const char *end)
+{
+    const char *sp = NULL;
+    for (const char *q = end - 1; q > line && !sp; q--)
+        if (*q == ' ')
+            sp = q;
+    return sp ? strtod(sp + 1, NULL) : 0;
+}
+
+static int starts(const char *line, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    return (size_t)(end - line) > n && memcmp(line, name, n) == 0 &&
+           line[n] == '{';
+}
+
+int sl_metrics_backend_health(const char *const *backends, int n,
+                              sl_backend_health *out)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].breaker = -1;
+    }
+    sl_metrics *m = sl_metrics_global();
+    sl_buf text;
+    sl_buf_init(&text, NULL);
+    /* the registry sums every worker's shard as it writes */
+    if (!m || sl_metrics_write(m, &text) < 0) {
+        sl_buf_release(&text);
+        return SL_ENOMEM;
+    }
+    char be[SL_METRICS_MAX_VALUE + 1], reason[32];
+    const char *p = text.data ? text.data : "", *end = p + text.len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        int req = starts(p, le, "sluice_requests_total");
+        int err = !req && starts(p, le, "sluice_upstream_errors_total");
+        if ((req || err) && label_of(p, le, "backend", be, sizeof(be)) == 0) {
+            for (int i = 0; i < n; i++) {
+                if (!backends[i] || strcmp(backends[i], be) != 0)
+                    continue;
+                sl_backend_health *h = &out[i];
+                double v = value_of(p, le);
+                if (req) {
+                    h->requests += v;
+                } else if (label_of(p, le, "reason", reason, sizeof(reason)) ==
+                           0) {
+                    h->errors += v;
+                    int k = 0;
+                    while (k < h->nreasons &&
+                           strcmp(h->reasons[k].reason, reason) != 0)
+                        k++;
+                    if (k == h->nreasons && k < SL_HEALTH_REASONS) {
+                        snprintf(h->reasons[k].reason,
+                                 sizeof(h->reasons[k].reason), "%s", reason);
+                        h->nreasons++;
+                    }
+                    if (k < h->nreasons)
+                        h->reasons[k].n += v;
+                }
+            }
+        }
+        p = le + 1;
+    }
+    sl_buf_release(&text);
+
+    double now = wall_now();
+    int64_t minute = (int64_t)(now / 60);
+    pthread_mutex_lock(&facts);
+    for (int i = 0; i < n; i++) {
+        sl_backend_health *h = &out[i];
+        for (int j = 0; backends[i] && j < nerrfacts; j++) {
+            const error_fact *e = &errfacts[j];
+            if (strcmp(e->backend, backends[i]) != 0)
+                continue;
+            h->last_error_at = e->last_at;
+            snprintf(h->last_error, sizeof(h->last_error), "%s",
+                     e->last_reason);
+            for (int k = 0; k < ERR_BUCKETS; k++)
+                if (e->minute[k] > minute - ERR_BUCKETS)
+                    h->recent_errors += e->count[k];
+        }
+        for (int j = 0; backends[i] && j < nbreakers; j++) {
+            const breaker_fact *b = &breakers[j];
+            if (strcmp(b->backend, backends[i]) != 0)
+                continue;
+            h->breaker = b->state;
+            if (b->state == 2 && now >= b->open_until)
+                h->breaker = 1; /* cooled down: the next request probes */
+            if (h->breaker == 2)
+                h->open_for_s = b->open_until - now;
+        }
+    }
+    pthread_mutex_unlock(&facts);
+    return 0;
 }

@@ -591,7 +591,7 @@ describe("the admin API", function()
       local res = assert(http.chat(g.port))
       assert.are.equal("b", res.headers["x-sluice-backend"])
       assert.are.equal("cli", res.headers["x-stamp"])
-      st, out = cli({ "status" }, proc.write_file(g.dir .. "/reader.token", token_of("reader")))
+      st, out = cli({ "status", "--json" }, proc.write_file(g.dir .. "/reader.token", token_of("reader")))
       assert.are.equal(0, st, out)
       assert.is_truthy(out:find('"version"', 1, true), out)
     end)
@@ -628,7 +628,7 @@ describe("the admin API", function()
                    tls = { cert = certs .. "/server.pem", key = certs .. "/server.key" } } } })
       local reader = proc.write_file(g.dir .. "/reader.token", token_of("reader"))
       local url = "https://localhost:" .. tg.aport
-      st, out = proc.sluice({ "policy", "status", "--admin", url, "--token-file", reader,
+      st, out = proc.sluice({ "policy", "status", "--json", "--admin", url, "--token-file", reader,
         "--ca-file", certs .. "/ca.pem" }, 20)
       assert.are.equal(0, st, out)
       assert.is_truthy(out:find('"you":"reader"', 1, true), out)

@@ -237,12 +237,19 @@ describe("policy distribution: three instances, one Redis", function()
 
     -- `sluice policy status` on another instance shows all three on v1
     local tokfile = proc.write_file(gws[2].dir .. "/read.token", TOKENS.bob)
-    local code, out = proc.sluice({ "policy", "status", "--admin", "http://127.0.0.1:" .. gws[2].aport,
+    local code, out = proc.sluice({ "policy", "status", "--json", "--admin", "http://127.0.0.1:" .. gws[2].aport,
       "--token-file", tokfile }, 20)
     assert.are.equal(0, code, out)
     local cli = json.decode(out:match("%b{}"))
     assert.are.equal(v1, cli.version)
     assert.are.same({ ["gw-1"] = v1, ["gw-2"] = v1, ["gw-3"] = v1 }, listed(cli))
+    -- and as a table, one line per instance
+    code, out = proc.sluice({ "policy", "status", "--admin", "http://127.0.0.1:" .. gws[2].aport,
+      "--token-file", tokfile }, 20)
+    assert.are.equal(0, code, out)
+    for n = 1, 3 do
+      assert.is_truthy(out:find("\ngw%-" .. n .. "%s+" .. v1), out)
+    end
   end)
 
   it("starts a fourth instance on the latest published version", function()
