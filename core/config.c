@@ -320,8 +320,8 @@ static int parse_metrics(sl_ck *ck, const sl_node *n, sl_config *c)
                    &c->metrics.consumer_labels) < 0)
         return SL_ECONFIG;
     if ((m = sl_node_get(n, "max_series_per_metric"))) {
-        if (sl_ck_uint(ck, m, "metrics.max_series_per_metric", 1, 1000000,
-                       &v) < 0)
+        if (sl_ck_uint(ck, m, "metrics.max_series_per_metric", 1, 1000000, &v) <
+            0)
             return SL_ECONFIG;
         c->metrics.max_series = (int)v;
     }
@@ -331,10 +331,10 @@ static int parse_metrics(sl_ck *ck, const sl_node *n, sl_config *c)
 static int parse_config(sl_ck *ck, const sl_node *root, sl_config *c)
 {
     static const char *const known[] = {
-        "workers",    "listen", "policy_dir", "limits",      "timeouts",
-        "upstream",   "log",    "mock",       "plugin_dirs", "secret_dirs",
-        "secret_env", "lua",    "admin",      "metrics",     "cluster",
-        NULL};
+        "workers",     "listen",      "policy_dir", "limits",
+        "timeouts",    "upstream",    "log",        "mock",
+        "plugin_dirs", "secret_dirs", "secret_env", "lua",
+        "admin",       "metrics",     "cluster",    NULL};
     if (sl_ck_keys(ck, root, "", known) < 0)
         return SL_ECONFIG;
     const sl_node *n;

@@ -106,7 +106,7 @@ typedef struct sl_config {
     uint64_t dns_ttl;               /* ms a resolved address is reused */
     char *access_log;               /* path, "stdout", or NULL (off) */
     char *error_log;                /* path or NULL (stderr) */
-    uint64_t audit_queue; /* bytes of audit records a sink may hold */
+    uint64_t audit_queue;           /* bytes of audit records a sink may hold */
     sl_audit_http_cfg audit_http;
     int log_level;
     int mock_enabled; /* run the built-in mock provider */

@@ -41,7 +41,7 @@ struct sl_http_req {
     uint32_t conn_requests; /* requests this connection served before */
     /* response state */
     int status;
-    uint64_t bytes_sent; /* response body bytes */
+    uint64_t bytes_sent;    /* response body bytes */
     uint64_t first_byte_ns; /* when the first body byte was queued, or 0 */
     uint8_t head_sent;
     uint8_t chunked;

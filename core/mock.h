@@ -67,8 +67,9 @@
  *   x-mock-delay-ms: 300           wait before the response head
  *   x-mock-chunks: 8               text pieces in a stream (default 7)
  *   x-mock-chunk-delay-ms: 50      wait between stream pieces
- *   x-mock-fault: reset | reset-mid-stream | garbage | garbage-body | close-delimited | hang
- *   x-mock-require-auth: 1         check OpenAI credentials on this request
+ *   x-mock-fault: reset | reset-mid-stream | garbage | garbage-body |
+ * close-delimited | hang x-mock-require-auth: 1         check OpenAI
+ * credentials on this request
  *
  * Token counts, deterministic:
  *   prompt     = ceil(B / 4), at least 1, where B is the bytes of prompt

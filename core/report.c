@@ -90,7 +90,8 @@ static int has_decision(const rp_record *r, const char *plugin,
     return 0;
 }
 
-/* ---- deprecated ----------------------------------------------------------- */
+/* ---- deprecated -----------------------------------------------------------
+ */
 
 typedef struct {
     rp_span calls;
@@ -106,7 +107,8 @@ static void add_deprecated(report *rp, const rp_record *r)
         state = "deprecated";
     if (!state)
         return;
-    rp_str f[6] = {r->model_public.p ? r->model_public : or_none(&r->model_requested),
+    rp_str f[6] = {r->model_public.p ? r->model_public
+                                     : or_none(&r->model_requested),
                    or_none(&r->model_requested),
                    {state, strlen(state)},
                    or_none(&r->consumer),
@@ -123,20 +125,20 @@ static void add_deprecated(report *rp, const rp_record *r)
 }
 
 static const rp_col DEP_COLS[] = {
-    {"model", 0, 0},   {"requested", 0, 0}, {"state", 0, 0},
-    {"consumer", 0, 0}, {"app", 0, 0},      {"team", 0, 0},
-    {"calls", 1, 0},   {"served", 1, 0},    {"refused", 1, 0},
-    {"first", 0, 0},   {"last", 0, 0},
+    {"model", 0, 0},   {"requested", 0, 0}, {"state", 0, 0}, {"consumer", 0, 0},
+    {"app", 0, 0},     {"team", 0, 0},      {"calls", 1, 0}, {"served", 1, 0},
+    {"refused", 1, 0}, {"first", 0, 0},     {"last", 0, 0},
 };
 
-/* ---- failures ------------------------------------------------------------- */
+/* ---- failures -------------------------------------------------------------
+ */
 
 typedef struct {
     uint64_t requests, attempts, errors, fallbacks;
 } fail_v;
 
-static void fail_add(report *rp, int64_t bucket, const rp_str *backend,
-                     int req, int att, int err, int next)
+static void fail_add(report *rp, int64_t bucket, const rp_str *backend, int req,
+                     int att, int err, int next)
 {
     char b[24];
     snprintf(b, sizeof(b), "%lld", (long long)bucket);
@@ -163,8 +165,8 @@ static void add_failures(report *rp, const rp_record *r)
         bound(&f, 1);
         rp_str *prov = rp_map_get(rp->providers, f.p, f.n);
         if (prov && !prov->p) {
-            char *copy = strndup(r->provider.p, r->provider.n > 64 ? 64
-                                                                   : r->provider.n);
+            char *copy =
+                strndup(r->provider.p, r->provider.n > 64 ? 64 : r->provider.n);
             if (copy)
                 *prov = (rp_str){copy, strlen(copy)};
         }
@@ -178,12 +180,13 @@ static void add_failures(report *rp, const rp_record *r)
 }
 
 static const rp_col FAIL_COLS[] = {
-    {"bucket", 0, 0},    {"provider", 0, 0}, {"backend", 0, 0},
-    {"requests", 1, 0},  {"attempts", 1, 0}, {"errors", 1, 0},
+    {"bucket", 0, 0},    {"provider", 0, 0},   {"backend", 0, 0},
+    {"requests", 1, 0},  {"attempts", 1, 0},   {"errors", 1, 0},
     {"fallbacks", 1, 0}, {"failed_pct", 1, 0}, {"spike", 0, 1},
 };
 
-/* ---- exceptions and denials ------------------------------------------------ */
+/* ---- exceptions and denials ------------------------------------------------
+ */
 
 typedef struct {
     rp_span uses;
@@ -201,7 +204,7 @@ static void add_exceptions(report *rp, const rp_record *r)
 }
 
 static const rp_col EXC_COLS[] = {
-    {"exception", 0, 0}, {"consumer", 0, 0}, {"app", 0, 0}, {"team", 0, 0},
+    {"exception", 0, 0}, {"consumer", 0, 0}, {"app", 0, 0},  {"team", 0, 0},
     {"uses", 1, 0},      {"first", 0, 0},    {"last", 0, 0},
 };
 
@@ -218,8 +221,8 @@ static void add_denials(report *rp, const rp_record *r)
             continue;
         char st[16];
         snprintf(st, sizeof(st), "%d", r->status);
-        rp_str f[3] = {or_none(&d->plugin), or_none(&d->code),
-                       {st, strlen(st)}};
+        rp_str f[3] = {
+            or_none(&d->plugin), or_none(&d->code), {st, strlen(st)}};
         deny_v *v = group(rp, f, 3);
         if (!v)
             return;
@@ -230,7 +233,7 @@ static void add_denials(report *rp, const rp_record *r)
 }
 
 static const rp_col DENY_COLS[] = {
-    {"plugin", 0, 0}, {"code", 0, 0}, {"status", 1, 0}, {"denials", 1, 0},
+    {"plugin", 0, 0}, {"code", 0, 0}, {"status", 1, 0},  {"denials", 1, 0},
     {"first", 0, 0},  {"last", 0, 0}, {"example", 0, 0},
 };
 
@@ -264,7 +267,8 @@ static int on_record(const rp_record *r, void *data)
     return rp->oom;
 }
 
-/* ---- tables -------------------------------------------------------------------
+/* ---- tables
+ * -------------------------------------------------------------------
  */
 
 typedef struct {
@@ -338,8 +342,8 @@ static void span_cells(rp_table *t, int row, int count, int first,
 
 static const char *provider_of(report *rp, const rp_str *backend)
 {
-    const char *p = rp->has_policy ? rp_policy_provider(&rp->policy, backend)
-                                   : NULL;
+    const char *p =
+        rp->has_policy ? rp_policy_provider(&rp->policy, backend) : NULL;
     if (p && *p)
         return p;
     rp_str *known = rp_map_get(rp->providers, backend->p, backend->n);
@@ -371,7 +375,8 @@ static void failure_rows(report *rp, rp_table *t, entry *es, size_t n)
         uint64_t failed = v->errors + v->fallbacks;
         uint64_t base = v->attempts > v->requests ? v->attempts : v->requests;
         if (base)
-            rp_table_set(t, row, 7, "%.1f", (double)failed * 100 / (double)base);
+            rp_table_set(t, row, 7, "%.1f",
+                         (double)failed * 100 / (double)base);
         /* a bar scaled to the worst bucket, so the spike stands out */
         size_t w = peak ? (size_t)((failed * 30 + peak - 1) / peak) : 0;
         memset(bar, '#', w);
@@ -440,7 +445,8 @@ static int build_table(report *rp, rp_table *t, const char **note)
     return 0;
 }
 
-/* ---- the command line ---------------------------------------------------------
+/* ---- the command line
+ * ---------------------------------------------------------
  */
 
 static int parse_bucket(const char *s, int64_t *ms)
@@ -538,9 +544,9 @@ static int parse_args(report *rp, int argc, char **argv, const char ***files,
 
 int sl_report_main(int argc, char **argv)
 {
-    if (argc > 0 && (strcmp(argv[0], "help") == 0 ||
-                     strcmp(argv[0], "--help") == 0 ||
-                     strcmp(argv[0], "-h") == 0)) {
+    if (argc > 0 &&
+        (strcmp(argv[0], "help") == 0 || strcmp(argv[0], "--help") == 0 ||
+         strcmp(argv[0], "-h") == 0)) {
         fputs(usage_text, stdout);
         return 0;
     }
@@ -559,11 +565,10 @@ int sl_report_main(int argc, char **argv)
         }
     }
     if (rc == 0) {
-        rp.groups = rp_map_new(rp.which == R_DEPRECATED  ? sizeof(dep_v)
-                               : rp.which == R_FAILURES ? sizeof(fail_v)
-                               : rp.which == R_EXCEPTIONS
-                                   ? sizeof(exc_v)
-                                   : sizeof(deny_v));
+        rp.groups = rp_map_new(rp.which == R_DEPRECATED   ? sizeof(dep_v)
+                               : rp.which == R_FAILURES   ? sizeof(fail_v)
+                               : rp.which == R_EXCEPTIONS ? sizeof(exc_v)
+                                                          : sizeof(deny_v));
         rp.providers = rp_map_new(sizeof(rp_str));
         if (rp.which == R_BUDGETS)
             rp.budgets = rp_budgets_new(rp.has_policy ? &rp.policy : NULL);
@@ -573,8 +578,8 @@ int sl_report_main(int argc, char **argv)
     }
     rp_counts counts = {0};
     for (int i = 0; rc == 0 && i < nfiles; i++) {
-        if (rp_read_file(files[i], on_record, &rp, &counts, err,
-                         sizeof(err)) < 0) {
+        if (rp_read_file(files[i], on_record, &rp, &counts, err, sizeof(err)) <
+            0) {
             fprintf(stderr, "sluice report: %s\n", err);
             rc = 1; /* the others are still read and reported */
         }
@@ -589,8 +594,8 @@ int sl_report_main(int argc, char **argv)
         const char *note = NULL;
         if (build_table(&rp, &t, &note) == 0) {
             rp_meta m = {.report = NAMES[rp.which],
-                         .bucket = rp.which == R_FAILURES ? rp.bucket_text
-                                                          : NULL,
+                         .bucket =
+                             rp.which == R_FAILURES ? rp.bucket_text : NULL,
                          .from = rp.from_text,
                          .to = rp.to_text,
                          .counts = &counts,

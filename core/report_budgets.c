@@ -21,7 +21,7 @@ static const char *scalar(const sl_node *map, const char *key)
 {
     const sl_node *n = map ? sl_node_get(map, key) : NULL;
     return n && n->type == SL_NODE_SCALAR && !sl_node_is_null(n) ? n->value
-                                                                  : NULL;
+                                                                 : NULL;
 }
 
 /* The window length of a quota period; 0 for month, -1 when unknown. */
@@ -42,8 +42,8 @@ static int64_t period_ms(const char *period)
     static const struct {
         const char *u;
         int64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
-                 {"d", 86400000}};
+    } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
     for (size_t i = 0; i < SL_ARRAY_LEN(units); i++)
         if (unit != period && v > 0 && strcmp(unit, units[i].u) == 0)
             return (int64_t)(v * (double)units[i].ms);
@@ -86,8 +86,8 @@ static int add_limit(rp_policy *p, const sl_node *l, int index, int first,
     if (!period)
         period = strcmp(lim.metric, "cost") == 0 ? "month" : "minute";
     if ((lim.len_ms = period_ms(period)) < 0) {
-        snprintf(err, errlen, "%s:%d: unknown quota period '%s'", path,
-                 l->line, period);
+        snprintf(err, errlen, "%s:%d: unknown quota period '%s'", path, l->line,
+                 period);
         return -1;
     }
     const char *soft = scalar(l, "soft");
@@ -109,8 +109,8 @@ static int add_limit(rp_policy *p, const sl_node *l, int index, int first,
     }
     /* the quota plugin's counter name, made unique within its limits */
     char prefix[300];
-    snprintf(prefix, sizeof(prefix), "%s:%s:%s%s", lim.metric, lim.period,
-             by, lim.soft ? ":soft" : "");
+    snprintf(prefix, sizeof(prefix), "%s:%s:%s%s", lim.metric, lim.period, by,
+             lim.soft ? ":soft" : "");
     for (int i = first; i < p->nlimits; i++)
         if (strcmp(p->limits[i].prefix, prefix) == 0) {
             size_t len = strlen(prefix);
@@ -148,9 +148,8 @@ static int load_file(const char *path, rp_policy *p, char *err, size_t errlen)
             nb[p->nbackends++].provider = strdup(prov ? prov : "");
         }
     const sl_node *plugins = sl_node_get(root, "plugins");
-    for (const sl_node *pl = plugins && plugins->type == SL_NODE_SEQ
-                                 ? plugins->child
-                                 : NULL;
+    for (const sl_node *pl =
+             plugins && plugins->type == SL_NODE_SEQ ? plugins->child : NULL;
          pl && rc == 0; pl = pl->next) {
         const char *name = scalar(pl, "name");
         const sl_node *conf = sl_node_get(pl, "config");
@@ -279,7 +278,8 @@ static int counts_model(const rp_limit *l, const rp_record *r)
 {
     if (!l->models)
         return 1;
-    const rp_str *m = r->model_public.p ? &r->model_public : &r->model_requested;
+    const rp_str *m =
+        r->model_public.p ? &r->model_public : &r->model_requested;
     for (int i = 0; i < l->nmodels; i++)
         if (rp_streq(m, l->models[i]))
             return 1;
@@ -370,7 +370,8 @@ int rp_budgets_add(rp_budgets *b, const rp_record *r)
         rp_str f[2] = {team, r->quota_exceeded.p ? r->quota_exceeded : d->code};
         if (f[1].n > 300)
             f[1].n = 300;
-        rp_span *s = rp_map_get(b->refusals, key, rp_key(key, sizeof(key), f, 2));
+        rp_span *s =
+            rp_map_get(b->refusals, key, rp_key(key, sizeof(key), f, 2));
         if (!s)
             return -1;
         rp_span_add(s, r->t_ms);
@@ -379,15 +380,14 @@ int rp_budgets_add(rp_budgets *b, const rp_record *r)
         const rp_limit *l = &b->p->limits[i];
         if (!counts_team(l) || !counts_model(l, r))
             continue;
-        double amount = l->metric[0] == 'r' ? !denied
+        double amount = l->metric[0] == 'r'   ? !denied
                         : l->metric[0] == 't' ? tokens
                                               : r->cost_usd;
         if (amount == 0)
             continue;
         char idx[24], wid[24];
         snprintf(idx, sizeof(idx), "%d", i);
-        snprintf(wid, sizeof(wid), "%lld",
-                 (long long)window_id(b, l, r->t_ms));
+        snprintf(wid, sizeof(wid), "%lld", (long long)window_id(b, l, r->t_ms));
         rp_str f[3] = {team, {idx, strlen(idx)}, {wid, strlen(wid)}};
         window_v *w =
             rp_map_get(b->windows, key, rp_key(key, sizeof(key), f, 3));
@@ -430,12 +430,14 @@ static int by_spend(const void *a, const void *b)
 }
 
 static const rp_col COLS[] = {
-    {"team", 0, 0},           {"requests", 1, 0},    {"prompt_tokens", 1, 0},
-    {"completion_tokens", 1, 0}, {"tokens", 1, 0},   {"cost_usd", 1, 0},
-    {"limit", 0, 0},          {"budget", 0, 0},      {"peak", 1, 0},
-    {"peak_window", 0, 0},    {"used_pct", 1, 0},    {"windows_over", 1, 0},
-    {"warned", 1, 0},         {"refused", 1, 0},     {"first_refused", 0, 0},
-    {"last_refused", 0, 0},
+    {"team", 0, 0},          {"requests", 1, 0},
+    {"prompt_tokens", 1, 0}, {"completion_tokens", 1, 0},
+    {"tokens", 1, 0},        {"cost_usd", 1, 0},
+    {"limit", 0, 0},         {"budget", 0, 0},
+    {"peak", 1, 0},          {"peak_window", 0, 0},
+    {"used_pct", 1, 0},      {"windows_over", 1, 0},
+    {"warned", 1, 0},        {"refused", 1, 0},
+    {"first_refused", 0, 0}, {"last_refused", 0, 0},
 };
 
 static void budget_text(rp_table *t, int row, const rp_limit *l, double max)
@@ -538,7 +540,8 @@ int rp_budgets_emit(rp_budgets *b, rp_table *t, const char **note)
             rp_table_set(t, row, 11, "%llu",
                          (unsigned long long)(pk ? pk->over : 0));
             rp_str rf[2] = {tr->team, {l->prefix, strlen(l->prefix)}};
-            rp_span *s = rp_map_get(b->refusals, k2, rp_key(k2, sizeof(k2), rf, 2));
+            rp_span *s =
+                rp_map_get(b->refusals, k2, rp_key(k2, sizeof(k2), rf, 2));
             if (s && s->count) {
                 refusal_cells(t, row, s);
                 s->count = 0; /* shown: not again below */

@@ -40,7 +40,7 @@ typedef struct {
     int has_usage;
     double prompt_tokens, completion_tokens, total_tokens;
     int has_cost;
-    double cost_usd; /* top-level cost_usd, else the quota annotation */
+    double cost_usd;       /* top-level cost_usd, else the quota annotation */
     rp_str quota_exceeded; /* annotations.quota.quota_exceeded: the limit */
     int natt, ndec, nexc;
     rp_attempt att[RP_MAX_ATTEMPTS];
@@ -140,11 +140,11 @@ void rp_table_print(FILE *out, const rp_table *t, int format,
 
 /* A quota limit from the policy, as the quota plugin compiles it. */
 typedef struct {
-    char *by;     /* the consumer field: "team", "app", "id", … */
-    char *metric; /* "requests", "tokens" or "cost" */
-    char *period; /* "minute", "hour", "day", "month" or "30s", "2h", … */
-    char *prefix; /* the quota plugin's name for it: metric:period:by */
-    double max;   /* requests, tokens or dollars per window */
+    char *by;       /* the consumer field: "team", "app", "id", … */
+    char *metric;   /* "requests", "tokens" or "cost" */
+    char *period;   /* "minute", "hour", "day", "month" or "30s", "2h", … */
+    char *prefix;   /* the quota plugin's name for it: metric:period:by */
+    double max;     /* requests, tokens or dollars per window */
     int64_t len_ms; /* the window's length; 0 for a calendar month */
     int soft;
     char **models; /* only these public models count; NULL: all */

@@ -182,8 +182,8 @@ static int literal(js *s, const char *word, size_t n)
 static int skip_number(js *s)
 {
     char *c = s->p;
-    while (c < s->end && ((*c >= '0' && *c <= '9') || *c == '-' ||
-                          *c == '+' || *c == '.' || *c == 'e' || *c == 'E'))
+    while (c < s->end && ((*c >= '0' && *c <= '9') || *c == '-' || *c == '+' ||
+                          *c == '.' || *c == 'e' || *c == 'E'))
         c++;
     if (c == s->p)
         return -1;
@@ -338,7 +338,8 @@ static int get_true(js *s, int *out)
 
 #define KEY(lit) (n == sizeof(lit) - 1 && memcmp(key, lit, n) == 0)
 
-/* ---- the record's parts --------------------------------------------------- */
+/* ---- the record's parts ---------------------------------------------------
+ */
 
 static int on_consumer(js *s, const char *key, size_t n, void *ud)
 {
@@ -596,8 +597,8 @@ int rp_parse_time(const char *s, size_t n, int64_t *ms)
         i++;
     } else if (i < n && (s[i] == '+' || s[i] == '-')) {
         int oh, om;
-        if (digits(s, n, i + 1, 2, &oh) < 0 || i + 3 >= n ||
-            s[i + 3] != ':' || digits(s, n, i + 4, 2, &om) < 0)
+        if (digits(s, n, i + 1, 2, &oh) < 0 || i + 3 >= n || s[i + 3] != ':' ||
+            digits(s, n, i + 4, 2, &om) < 0)
             return -1;
         off = (int64_t)(oh * 60 + om) * 60000 * (s[i] == '+' ? 1 : -1);
         i += 6;
@@ -605,8 +606,7 @@ int rp_parse_time(const char *s, size_t n, int64_t *ms)
     if (i != n || h > 23 || mi > 59 || se > 60)
         return -1;
     int64_t days = rp_days_from_civil(y, (unsigned)mo, (unsigned)d);
-    *ms = ((days * 24 + h) * 60 + mi) * 60000 + (int64_t)se * 1000 + frac -
-          off;
+    *ms = ((days * 24 + h) * 60 + mi) * 60000 + (int64_t)se * 1000 + frac - off;
     return 0;
 }
 
@@ -637,8 +637,8 @@ static int grow(line_bufs *b, size_t cap)
 static int one_line(char *line, size_t n, char *scratch, rp_record *r,
                     rp_record_cb cb, void *data, rp_counts *c)
 {
-    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == ' ' ||
-                     line[n - 1] == '\t'))
+    while (n > 0 &&
+           (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
         line[--n] = '\0';
     if (n == 0)
         return 0;

@@ -172,9 +172,8 @@ void rp_format_time(int64_t ms, char *out)
     unsigned m = mp < 10 ? mp + 3 : mp - 9;
     y += m <= 2;
     char buf[96];
-    snprintf(buf, sizeof(buf), "%04lld-%02u-%02uT%02d:%02d:%02dZ",
-             (long long)y, m, d, (int)(sod / 3600), (int)(sod / 60 % 60),
-             (int)(sod % 60));
+    snprintf(buf, sizeof(buf), "%04lld-%02u-%02uT%02d:%02d:%02dZ", (long long)y,
+             m, d, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60));
     size_t n = strlen(buf) < 31 ? strlen(buf) : 31;
     memcpy(out, buf, n);
     out[n] = '\0';
@@ -194,8 +193,8 @@ int rp_table_row(rp_table *t)
 {
     if (t->nrows == t->cap) {
         int cap = t->cap ? t->cap * 2 : 64;
-        char **nc = realloc(t->cells, (size_t)cap * (size_t)t->ncols *
-                                          sizeof(char *));
+        char **nc =
+            realloc(t->cells, (size_t)cap * (size_t)t->ncols * sizeof(char *));
         if (!nc)
             return -1;
         t->cells = nc;
@@ -392,8 +391,7 @@ static void print_csv(FILE *out, const rp_table *t)
     }
 }
 
-void rp_table_print(FILE *out, const rp_table *t, int format,
-                    const rp_meta *m)
+void rp_table_print(FILE *out, const rp_table *t, int format, const rp_meta *m)
 {
     if (format == RP_JSON) {
         print_json(out, t, m);
@@ -418,8 +416,7 @@ void rp_table_print(FILE *out, const rp_table *t, int format,
             (unsigned long long)m->counts->records,
             m->counts->records == 1 ? "" : "s",
             (unsigned long long)m->counts->lines,
-            m->counts->lines == 1 ? "" : "s",
-            (double)m->counts->bytes / 1e6);
+            m->counts->lines == 1 ? "" : "s", (double)m->counts->bytes / 1e6);
     if (m->counts->skipped)
         fprintf(out, "; %llu unreadable line%s skipped",
                 (unsigned long long)m->counts->skipped,
