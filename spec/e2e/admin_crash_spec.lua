@@ -89,7 +89,7 @@ describe("kill -9 during a publish", function()
       local be = round % 2 == 1 and "b" or "a"
       local c = assert(http.connect(aport))
       assert(c:send(request_bytes("POST", "/admin/publish", bundle(mock_a, mock_b, tag, be))))
-      proc.sleep(delay)
+      proc.sleep(delay * proc.slow)
       g:signal("KILL")
       proc.wait(g.proc, 5)
       c:close()

@@ -36,7 +36,13 @@ local function gateway(mock, quota_config)
   return proc.gateway({
     policy = policy(mock.url, quota_config),
     config = { workers = 2,
-               plugin_dirs = { ROOT .. "/plugins", ROOT .. "/spec/fixtures/quota" } },
+               plugin_dirs = { ROOT .. "/plugins", ROOT .. "/spec/fixtures/quota" },
+               -- 200 connections at once are read and reach the mock slowly
+               -- under valgrind
+               timeouts = { upstream_connect = math.ceil(2 * proc.slow) .. "s",
+                            upstream_first_byte = math.ceil(5 * proc.slow) .. "s",
+                            header_read = math.ceil(2 * proc.slow) .. "s",
+                            body_read = math.ceil(2 * proc.slow) .. "s" } },
   })
 end
 

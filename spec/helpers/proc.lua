@@ -408,6 +408,9 @@ function M.default_config(port)
       upstream_idle = "5s", drain = "2s",
     },
     log = { access = "off", level = "warn" },
+    -- Plugin time budgets are wall-clock: under the wrapper the default
+    -- 100 ms grows like every other timeout.
+    lua = M.wrapped and { time_budget = math.floor(100 * M.slow) .. "ms" } or nil,
   }
 end
 
