@@ -390,6 +390,10 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
         lua_pushstring(L, backend);
         lua_setfield(L, -2, "backend");
     }
+    if (!record) { /* nowhere to write the audit fields: skip building them */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "no_audit");
+    }
     if (nattempts > 0 && lua_istable(L, top + 3)) {
         /* What C saw is the record of the attempts: it replaces what the
          * runtime noted along the way (the request state is ctx's). */
@@ -400,7 +404,7 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
     }
     if (lua_pcall(L, 3, 1, 0) != 0) {
         sl_log_error("log phase failed: %s", lua_tostring(L, -1));
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
+    } else if (record && lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);
         sl_buf_append(record, s, n);

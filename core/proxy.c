@@ -142,10 +142,11 @@ static void preq_finish(preq *q, const char *error)
     /* The log phase first: what the policy adds to the record goes into
      * the filter buffer, which nothing needs any more. */
     q->fbuf.len = 0;
+    /* With no audit sink, the policy's fields are not even built. */
     if (q->v.ctx_ref != LUA_NOREF)
         sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
                    q->be ? q->be->name : NULL, q->attempts, q->nattempts,
-                   &q->fbuf);
+                   sl_access_line(px->alog) ? &q->fbuf : NULL);
     access_log(px->alog, q->r, q, error, &q->fbuf);
     sl_metrics_request_end(q->r, q->be ? q->be->name : NULL, q->attempts,
                            q->nattempts, ver->policy->version);

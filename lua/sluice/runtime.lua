@@ -580,6 +580,7 @@ function M.log(chain, st, record)
   core.metric("request", chain.version, chain.exceptions, c and c.team, m and m.name,
     record.backend, u and u.prompt_tokens, u and u.completion_tokens,
     st.decisions, st.notes, st.exceptions_used)
+  if record.no_audit then return nil end -- no sink: nothing to build
   return audit_fields(st)
 end
 
