@@ -70,6 +70,8 @@ static void skip_ws(jdec *d)
 
 static int scratch_put(outbuf *b, const char *p, size_t n)
 {
+    if (n == 0) /* memcpy's pointers must be valid even for 0 bytes */
+        return 0;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n)
