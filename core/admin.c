@@ -32,6 +32,15 @@ void sl_admin__reply(sl_http_req *r, int status, const char *json, size_t len)
     sl_http_response_end(r);
 }
 
+void sl_admin__reply_buf(sl_http_req *r, int status, sl_buf *b)
+{
+    if (b->data)
+        sl_admin__reply(r, status, b->data, b->len);
+    else
+        sl_admin__error(r, 500, "internal", "out of memory");
+    sl_buf_release(b);
+}
+
 int sl_admin__jstr(sl_buf *b, const char *s)
 {
     if (!s)
@@ -521,7 +530,7 @@ static void policy_h(sl_admin *a, sl_http_req *r, admin_actor *who)
         char *data;
         size_t len;
         const char *base = strrchr(p->files[i].path, '/');
-        if (sl_ver_read_file(p->files[i].path, &data, &len) < 0)
+        if (sl_read_file(p->files[i].path, &data, &len) < 0)
             continue;
         add_file(&b, &first, "policies/", base ? base + 1 : p->files[i].path,
                  data, len);

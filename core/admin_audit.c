@@ -92,7 +92,7 @@ void sl_admin__audit_h(sl_admin *a, sl_http_req *r, admin_actor *who)
         limit = 100;
     char *data = NULL;
     size_t len = 0;
-    if (sl_ver_read_file(a->cfg->admin.audit_log, &data, &len) < 0) {
+    if (sl_read_file(a->cfg->admin.audit_log, &data, &len) < 0) {
         sl_admin__error(r, 500, "audit_unreadable",
                         "the admin audit log cannot be read");
         return;
@@ -121,9 +121,5 @@ void sl_admin__audit_h(sl_admin *a, sl_http_req *r, admin_actor *who)
     }
     sl_buf_puts(&b, "]}");
     free(data);
-    if (b.data)
-        sl_admin__reply(r, 200, b.data, b.len);
-    else
-        sl_admin__error(r, 500, "internal", "out of memory");
-    sl_buf_release(&b);
+    sl_admin__reply_buf(r, 200, &b);
 }

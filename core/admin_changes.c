@@ -184,7 +184,7 @@ int sl_admin__load_changes(sl_admin *a)
     char path[PATH_MAX], *data;
     size_t len;
     snprintf(path, sizeof(path), "%s/changes.json", a->cfg->admin.state_dir);
-    if (sl_ver_read_file(path, &data, &len) < 0)
+    if (sl_read_file(path, &data, &len) < 0)
         return 0; /* none yet */
     lua_State *L = sl_lua_state(a->lua);
     int top = lua_gettop(L), rc = 0;
@@ -269,18 +269,22 @@ static admin_change *change_of_path(sl_admin *a, sl_http_req *r)
     return c;
 }
 
-void sl_admin__change_h(sl_admin *a, sl_http_req *r, admin_actor *who)
+void sl_admin__reply_change(sl_http_req *r, const admin_change *c)
 {
-    admin_change *c = change_of_path(a, r);
-    if (!c)
-        return;
     sl_buf b;
     sl_buf_init(&b, NULL);
     sl_buf_puts(&b, "{\"change\":");
     sl_admin__change_json(&b, c);
     sl_buf_puts(&b, "}");
-    sl_admin__reply(r, 200, b.data, b.len);
-    sl_buf_release(&b);
+    sl_admin__reply_buf(r, 200, &b);
+}
+
+void sl_admin__change_h(sl_admin *a, sl_http_req *r, admin_actor *who)
+{
+    admin_change *c = change_of_path(a, r);
+    if (!c)
+        return;
+    sl_admin__reply_change(r, c);
 }
 
 /* Has someone other than the author approved c? */
@@ -320,11 +324,5 @@ void sl_admin__approve_h(sl_admin *a, sl_http_req *r, admin_actor *who)
         c->approvers[c->napprovers++] = strdup(who->name);
     sl_admin__save_changes(a);
     sl_admin__audit_simple(a, who, "approve", "ok", c->version, c->id, NULL);
-    sl_buf b;
-    sl_buf_init(&b, NULL);
-    sl_buf_puts(&b, "{\"change\":");
-    sl_admin__change_json(&b, c);
-    sl_buf_puts(&b, "}");
-    sl_admin__reply(r, 200, b.data, b.len);
-    sl_buf_release(&b);
+    sl_admin__reply_change(r, c);
 }

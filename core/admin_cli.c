@@ -7,6 +7,7 @@
 #include "admin_int.h"
 #include "lua_services.h"
 #include "tls.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -90,7 +91,7 @@ static int add_dir(sl_buf *b, int *first, const char *dir, const char *prefix,
         char path[PATH_MAX], key[PATH_MAX], *data;
         size_t len;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (sl_ver_read_file(path, &data, &len) < 0) {
+        if (sl_read_file(path, &data, &len) < 0) {
             fprintf(stderr, "sluice policy: cannot read %s\n", path);
             rc = -1;
             break;
@@ -333,7 +334,7 @@ static int read_token(cli *c)
                         "(or $SLUICE_ADMIN_TOKEN_FILE)\n");
         return -1;
     }
-    if (sl_ver_read_file(f, &data, &len) < 0) {
+    if (sl_read_file(f, &data, &len) < 0) {
         fprintf(stderr, "sluice policy: %s: %s\n", f, strerror(errno));
         return -1;
     }

@@ -55,7 +55,7 @@ int sl_admin__bundle_of(const sl_policy *p, sl_buf *b)
         char *data, name[400];
         size_t len;
         const char *base = strrchr(p->files[i].path, '/');
-        if ((rc = sl_ver_read_file(p->files[i].path, &data, &len)) < 0)
+        if ((rc = sl_read_file(p->files[i].path, &data, &len)) < 0)
             break;
         snprintf(name, sizeof(name), "policies/%s",
                  base ? base + 1 : p->files[i].path);

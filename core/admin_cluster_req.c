@@ -260,15 +260,8 @@ static void on_approved(void *arg, int rc, const sl_cluster_strs *r)
         sl_admin__save_changes(a);
         sl_admin__audit_simple(a, &w->who, "approve", "ok", c->version, c->id,
                                NULL);
-        if (req) {
-            sl_buf b;
-            sl_buf_init(&b, NULL);
-            sl_buf_puts(&b, "{\"change\":");
-            sl_admin__change_json(&b, c);
-            sl_buf_puts(&b, "}");
-            sl_admin__reply(req, 200, b.data, b.len);
-            sl_buf_release(&b);
-        }
+        if (req)
+            sl_admin__reply_change(req, c);
     }
     wait_free(w);
 }

@@ -118,6 +118,9 @@ struct sl_admin {
 /* ---- admin.c ---- */
 /* A JSON answer (body copied), then end the request. */
 void sl_admin__reply(sl_http_req *r, int status, const char *json, size_t len);
+/* Answer with b's JSON (500 if building it ran out of memory), then
+ * release b. */
+void sl_admin__reply_buf(sl_http_req *r, int status, sl_buf *b);
 /* {"error":{"message","type","code"}} with status. */
 void sl_admin__error(sl_http_req *r, int status, const char *code,
                      const char *fmt, ...)
@@ -165,6 +168,8 @@ void sl_admin__free_changes(sl_admin *a);
 admin_change *sl_admin__add_change(sl_admin *a);
 admin_change *sl_admin__find_change(sl_admin *a, const char *id);
 void sl_admin__change_json(sl_buf *b, const admin_change *c);
+/* Answer 200 {"change": ...} with c. */
+void sl_admin__reply_change(sl_http_req *r, const admin_change *c);
 /* Has someone other than the author approved c? */
 int sl_admin__second_person(const admin_change *c);
 /* Drop stored versions neither recent nor named by a pending change. */

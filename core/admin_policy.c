@@ -153,11 +153,7 @@ void sl_admin__policy_error(sl_http_req *r, int status, const char *msg)
         }
     }
     sl_buf_puts(&b, "}}");
-    if (b.data)
-        sl_admin__reply(r, status, b.data, b.len);
-    else
-        sl_admin__error(r, 500, "internal", "out of memory");
-    sl_buf_release(&b);
+    sl_admin__reply_buf(r, status, &b);
 }
 
 /* Drop every "<dir>/" from msg so errors name the uploaded file. */

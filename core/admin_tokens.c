@@ -297,7 +297,7 @@ int sl_admin__load_tokens(sl_admin *a)
     char path[PATH_MAX], *data;
     size_t len;
     snprintf(path, sizeof(path), "%s/tokens.json", a->cfg->admin.state_dir);
-    if (sl_ver_read_file(path, &data, &len) < 0)
+    if (sl_read_file(path, &data, &len) < 0)
         return errno == ENOENT ? 0 : SL_EIO;
     admin_token *list;
     int n;
@@ -355,11 +355,7 @@ void sl_admin__tokens_h(sl_admin *a, sl_http_req *r, admin_actor *who)
         token_json(&b, &a->tokens[i]);
     }
     sl_buf_puts(&b, "]}");
-    if (b.data)
-        sl_admin__reply(r, 200, b.data, b.len);
-    else
-        sl_admin__error(r, 500, "internal", "out of memory");
-    sl_buf_release(&b);
+    sl_admin__reply_buf(r, 200, &b);
 }
 
 static void audit_token(sl_admin *a, admin_actor *who, const char *action,
@@ -430,11 +426,7 @@ static void added(sl_admin *a, sl_http_req *r, const admin_token *t,
         sl_admin__jstr(&b, secret);
     }
     sl_buf_puts(&b, "}");
-    if (b.data)
-        sl_admin__reply(r, 201, b.data, b.len);
-    else
-        sl_admin__error(r, 500, "internal", "out of memory");
-    sl_buf_release(&b);
+    sl_admin__reply_buf(r, 201, &b);
 }
 
 int sl_admin__token_insert(sl_admin *a, const admin_token *t)
@@ -638,9 +630,5 @@ void sl_admin__token_revoked(sl_admin *a, sl_http_req *r, admin_actor *who,
     sl_buf_puts(&b, "{\"revoked\":");
     sl_admin__jstr(&b, t->name);
     sl_buf_puts(&b, "}");
-    if (b.data)
-        sl_admin__reply(r, 200, b.data, b.len);
-    else
-        sl_admin__error(r, 500, "internal", "out of memory");
-    sl_buf_release(&b);
+    sl_admin__reply_buf(r, 200, &b);
 }

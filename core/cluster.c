@@ -22,6 +22,7 @@
 #include "cluster_int.h"
 #include "log.h"
 #include "secret.h"
+#include "util.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -119,13 +120,6 @@ static struct {
     } * out_head, *out_tail;
     int out_count;
 } P = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int setup_process(const sl_config *cfg, char *err, size_t errlen)
 {
@@ -409,7 +403,7 @@ static void send_batch(sl_cluster *cl, cl_batch *b)
         argv[a + 1] = num;
         num += 40;
     }
-    b->sent_at = now_mono();
+    b->sent_at = sl_now_mono();
     push(&cl->sent_head, &cl->sent_tail, b);
     if (redisAsyncCommandArgv(cl->cmd.ac, on_flushed, b, argc, argv, lens) !=
         REDIS_OK) {
@@ -759,7 +753,7 @@ static void connect_now(conn *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     c->ac = ac;
-    c->started = now_mono();
+    c->started = sl_now_mono();
     if (P.password)
         redisAsyncCommand(ac, on_handshake, "the password", "AUTH %s",
                           P.password);
@@ -790,7 +784,7 @@ static void check_silence(conn *c, double now, double since)
 static void on_tick(uv_timer_t *t)
 {
     sl_cluster *cl = t->data;
-    double now = now_mono();
+    double now = sl_now_mono();
     check_silence(&cl->cmd, now,
                   cl->cmd.ready ? (cl->sent_head ? cl->sent_head->sent_at : 0)
                                 : cl->cmd.started);

@@ -14,6 +14,7 @@
  * One mutex guards the table: a critical section is a hash probe and a few
  * additions, far shorter than anything else a request does. */
 #include "cluster_int.h"
+#include "util.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -56,13 +57,6 @@ static struct {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static double init_units;
 static int init_closed;
-
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t hash_key(const char *k, size_t n)
 {
@@ -192,7 +186,7 @@ int sl_cluster_incr(const char *key, size_t klen, double delta, double ttl,
                 e->pending_n++;
             if (ttl > 0) {
                 e->ttl = ttl;
-                double exp = now_mono() + ttl;
+                double exp = sl_now_mono() + ttl;
                 if (exp > e->expires)
                     e->expires = exp;
             }
@@ -357,7 +351,7 @@ int sl_cluster__epoch_seen(const char *epoch)
 
 void sl_cluster__sweep(void)
 {
-    double now = now_mono();
+    double now = sl_now_mono();
     pthread_mutex_lock(&t.lock);
     for (size_t b = 0; b < t.nbuckets; b++) {
         cl_counter **link = &t.buckets[b];

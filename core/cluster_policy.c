@@ -147,13 +147,6 @@ typedef struct pending {
     void *arg;
 } pending;
 
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 const char *sl_cluster_instance(void)
 {
     cl_server s;
@@ -325,7 +318,7 @@ static void connect_now(aconn *k)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     k->ac = ac;
-    k->since = now_mono();
+    k->since = sl_now_mono();
     k->waiting = 0;
     if (c->srv.password) {
         k->waiting++;
@@ -346,7 +339,7 @@ static void connect_now(aconn *k)
 static void on_tick(uv_timer_t *t)
 {
     sl_cluster_admin *c = t->data;
-    double now = now_mono();
+    double now = sl_now_mono();
     aconn *ks[] = {&c->cmd, &c->sub};
     for (int i = 0; i < 2; i++) {
         aconn *k = ks[i];
@@ -371,7 +364,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (r && k->ac == ac && k->waiting > 0 && --k->waiting == 0)
         k->since = 0;
     else if (r && k->ac == ac)
-        k->since = now_mono();
+        k->since = sl_now_mono();
     if (!r) {
         p->cb(p->arg, p->c->closing ? SL_ECANCELED : SL_ECONNECT, NULL);
         free(p);
@@ -427,7 +420,7 @@ static int command(sl_cluster_admin *c, sl_cluster_reply_cb cb, void *arg,
         return SL_ECONNECT;
     }
     if (c->cmd.waiting++ == 0)
-        c->cmd.since = now_mono();
+        c->cmd.since = sl_now_mono();
     return 0;
 }
 
@@ -472,7 +465,7 @@ static void send_beat(sl_cluster_admin *c)
     snprintf(key, sizeof(key), "%sinst:%s", c->srv.prefix, c->srv.instance);
     const char *argv[] = {"SET", key, c->beat, "PX", "10000"};
     size_t lens[] = {3, strlen(key), strlen(c->beat), 2, 5};
-    c->last_beat = now_mono();
+    c->last_beat = sl_now_mono();
     command(c, on_beat, NULL, 5, argv, lens);
 }
 
@@ -534,13 +527,20 @@ int sl_cluster_instances(sl_cluster_admin *c, sl_cluster_reply_cb cb, void *arg)
     return eval(c, cb, arg, VALUES_SCRIPT, 0, kv, 2, -1, 0);
 }
 
-int sl_cluster_change_put(sl_cluster_admin *c, const char *id,
-                          const char *record, sl_cluster_reply_cb cb, void *arg)
+/* Run script on the change id's key with one argument. */
+static int change_eval(sl_cluster_admin *c, const char *script, const char *id,
+                       const char *argv1, sl_cluster_reply_cb cb, void *arg)
 {
     char key[300];
     key_of(c, key, sizeof(key), "changes:", id);
-    const char *kv[] = {key, record};
-    return eval(c, cb, arg, CHANGE_PUT_SCRIPT, 1, kv, 2, -1, 0);
+    const char *kv[] = {key, argv1};
+    return eval(c, cb, arg, script, 1, kv, 2, -1, 0);
+}
+
+int sl_cluster_change_put(sl_cluster_admin *c, const char *id,
+                          const char *record, sl_cluster_reply_cb cb, void *arg)
+{
+    return change_eval(c, CHANGE_PUT_SCRIPT, id, record, cb, arg);
 }
 
 int sl_cluster_changes(sl_cluster_admin *c, sl_cluster_reply_cb cb, void *arg)
@@ -555,20 +555,14 @@ int sl_cluster_change_approve(sl_cluster_admin *c, const char *id,
                               const char *who, sl_cluster_reply_cb cb,
                               void *arg)
 {
-    char key[300];
-    key_of(c, key, sizeof(key), "changes:", id);
-    const char *kv[] = {key, who};
-    return eval(c, cb, arg, APPROVE_SCRIPT, 1, kv, 2, -1, 0);
+    return change_eval(c, APPROVE_SCRIPT, id, who, cb, arg);
 }
 
 int sl_cluster_change_status(sl_cluster_admin *c, const char *id,
                              const char *status, sl_cluster_reply_cb cb,
                              void *arg)
 {
-    char key[300];
-    key_of(c, key, sizeof(key), "changes:", id);
-    const char *kv[] = {key, status};
-    return eval(c, cb, arg, STATUS_SCRIPT, 1, kv, 2, -1, 0);
+    return change_eval(c, STATUS_SCRIPT, id, status, cb, arg);
 }
 
 int sl_cluster_token_put(sl_cluster_admin *c, const char *name,

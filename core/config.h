@@ -192,6 +192,11 @@ typedef struct sl_policy {
  * result holds one reference. */
 int sl_policy_load(const char *dir, const sl_config *cfg, sl_policy **out,
                    char *err, size_t errlen);
+/* The paths "dir/NAME" of dir's *.yaml, *.yml and *.json files (not the
+ * hidden ones), in name order. Returns 0 (caller frees each path and the
+ * array), SL_ECONFIG (message in err) or SL_ENOMEM. */
+int sl_policy_list_files(const char *dir, char ***out, int *count, char *err,
+                         size_t errlen);
 const sl_backend *sl_policy_backend(const sl_policy *p, const char *name);
 void sl_policy_ref(sl_policy *p);
 /* Drop a reference; the last one frees the policy. */

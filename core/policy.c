@@ -200,8 +200,8 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int list_policy_files(const char *dir, char ***out, int *count,
-                             char *err, size_t errlen)
+int sl_policy_list_files(const char *dir, char ***out, int *count, char *err,
+                         size_t errlen)
 {
     DIR *d = opendir(dir);
     if (!d) {
@@ -282,34 +282,6 @@ static int check_governance(sl_ck *ck, const sl_node *g)
     return 0;
 }
 
-/* Read a whole file into memory (NUL-terminated). */
-static int read_file(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return SL_EIO;
-    sl_buf b;
-    sl_buf_init(&b, NULL);
-    char tmp[8192];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
-        if ((rc = sl_buf_append(&b, tmp, n)) < 0)
-            break;
-    if (rc == 0 && ferror(f))
-        rc = SL_EIO;
-    fclose(f);
-    if (rc == 0)
-        rc = sl_buf_append(&b, "", 1);
-    if (rc < 0) {
-        sl_buf_release(&b);
-        return rc;
-    }
-    *out = b.data;
-    *len = b.len - 1;
-    return 0;
-}
-
 static int valid_plugin_name(const char *s)
 {
     if (!*s || strlen(s) > 64)
@@ -363,7 +335,7 @@ static int load_plugin_sources(sl_ck *ck, const sl_node *list,
         for (int d = 0; d < ndirs && !src->code; d++) {
             char path[PATH_MAX];
             snprintf(path, sizeof(path), "%s/%s.lua", dirs[d], name->value);
-            if (read_file(path, &src->code, &src->len) == 0 &&
+            if (sl_read_file(path, &src->code, &src->len) == 0 &&
                 !(src->path = strdup(path)))
                 return SL_ENOMEM;
         }
@@ -438,7 +410,7 @@ static void compute_version(sl_policy *p)
         base = base ? base + 1 : p->files[i].path;
         mbedtls_sha256_update_ret(&h, (const unsigned char *)base,
                                   strlen(base) + 1);
-        if (read_file(p->files[i].path, &code, &len) == 0) {
+        if (sl_read_file(p->files[i].path, &code, &len) == 0) {
             mbedtls_sha256_update_ret(&h, (const unsigned char *)code, len);
             free(code);
         }
@@ -460,7 +432,7 @@ int sl_policy_load(const char *dir, const sl_config *cfg, sl_policy **out,
 {
     char **files = NULL;
     int nfiles = 0;
-    int rc = list_policy_files(dir, &files, &nfiles, err, errlen);
+    int rc = sl_policy_list_files(dir, &files, &nfiles, err, errlen);
     if (rc < 0)
         return rc;
     sl_policy *p = calloc(1, sizeof(*p));

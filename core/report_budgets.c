@@ -5,10 +5,10 @@
  *
  * The policy is read here too (only its quota limits and backends): a
  * report runs where the gateway's policy repository is, not its runtime. */
+#include "config.h"
 #include "report_int.h"
 #include "yaml_tree.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,11 +165,6 @@ static int load_file(const char *path, rp_policy *p, char *err, size_t errlen)
     return rc;
 }
 
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int rp_policy_load(const char *path, rp_policy *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof(*p));
@@ -180,31 +175,12 @@ int rp_policy_load(const char *path, rp_policy *p, char *err, size_t errlen)
     }
     if (!S_ISDIR(st.st_mode))
         return load_file(path, p, err, errlen);
-    DIR *d = opendir(path);
-    if (!d) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
     char **names = NULL;
-    int n = 0, rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *dot = strrchr(e->d_name, '.');
-        if (e->d_name[0] == '.' || !dot ||
-            (strcmp(dot, ".yaml") && strcmp(dot, ".yml") &&
-             strcmp(dot, ".json")))
-            continue;
-        char **nn = realloc(names, (size_t)(n + 1) * sizeof(char *));
-        if (!nn)
-            break;
-        names = nn;
-        size_t len = strlen(path) + strlen(e->d_name) + 2;
-        if ((names[n] = malloc(len)))
-            snprintf(names[n++], len, "%s/%s", path, e->d_name);
-    }
-    closedir(d);
-    if (n > 1)
-        qsort(names, (size_t)n, sizeof(char *), by_name);
+    int n = 0, rc = sl_policy_list_files(path, &names, &n, err, errlen);
+    if (rc == SL_ENOMEM)
+        snprintf(err, errlen, "%s: out of memory", path);
+    if (rc < 0)
+        return -1;
     for (int i = 0; i < n; i++) {
         if (rc == 0)
             rc = load_file(names[i], p, err, errlen);

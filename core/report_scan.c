@@ -327,6 +327,15 @@ static int get_num(js *s, double *out, int *has)
     return 0;
 }
 
+/* A number kept as an int (an HTTP status). */
+static int get_int(js *s, int *out)
+{
+    double v = 0;
+    int rc = get_num(s, &v, NULL);
+    *out = (int)v;
+    return rc;
+}
+
 static int get_true(js *s, int *out)
 {
     if (s->p < s->end && *s->p == 't') {
@@ -340,6 +349,20 @@ static int get_true(js *s, int *out)
 
 /* ---- the record's parts ---------------------------------------------------
  */
+
+static int on_object(js *s, void *ud, member_fn fn)
+{
+    if (s->p < s->end && *s->p == '{')
+        return each_member(s, fn, ud);
+    return skip(s);
+}
+
+static int on_array(js *s, void *ud, element_fn fn)
+{
+    if (s->p < s->end && *s->p == '[')
+        return each_element(s, fn, ud);
+    return skip(s);
+}
 
 static int on_consumer(js *s, const char *key, size_t n, void *ud)
 {
@@ -388,12 +411,8 @@ static int on_attempt_member(js *s, const char *key, size_t n, void *ud)
         return get_str(s, &a->outcome);
     if (KEY("error"))
         return get_str(s, &a->error);
-    if (KEY("status")) {
-        double v = 0;
-        int rc = get_num(s, &v, NULL);
-        a->status = (int)v;
-        return rc;
-    }
+    if (KEY("status"))
+        return get_int(s, &a->status);
     return skip(s);
 }
 
@@ -454,22 +473,8 @@ static int on_quota_note(js *s, const char *key, size_t n, void *ud)
 
 static int on_annotations(js *s, const char *key, size_t n, void *ud)
 {
-    if (KEY("quota") && s->p < s->end && *s->p == '{')
-        return each_member(s, on_quota_note, ud);
-    return skip(s);
-}
-
-static int on_object(js *s, void *ud, member_fn fn)
-{
-    if (s->p < s->end && *s->p == '{')
-        return each_member(s, fn, ud);
-    return skip(s);
-}
-
-static int on_array(js *s, void *ud, element_fn fn)
-{
-    if (s->p < s->end && *s->p == '[')
-        return each_element(s, fn, ud);
+    if (KEY("quota"))
+        return on_object(s, ud, on_quota_note);
     return skip(s);
 }
 
@@ -496,12 +501,8 @@ static int on_top(js *s, const char *key, size_t n, void *ud)
             return get_str(s, &r->error);
         break;
     case 6:
-        if (KEY("status")) {
-            double v = 0;
-            int rc = get_num(s, &v, NULL);
-            r->status = (int)v;
-            return rc;
-        }
+        if (KEY("status"))
+            return get_int(s, &r->status);
         break;
     default:
         if (KEY("backend"))

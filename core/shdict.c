@@ -7,6 +7,7 @@
  * exactly `max_entries` whatever the key distribution. An entry is one
  * allocation: header, key bytes, then the string value if any. */
 #include "shdict.h"
+#include "util.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -44,13 +45,6 @@ struct sl_shdict {
     size_t max_entries;
     atomic_size_t count;
 };
-
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* FNV-1a with a final mix, so the top bits (the shard) are well spread. */
 static uint64_t hash_key(const char *k, size_t n)
@@ -319,7 +313,7 @@ static int store(sl_shdict *d, const char *key, size_t klen,
     uint64_t h = hash_key(key, klen);
     shard *s = shard_of(d, h);
     for (int attempt = 0; attempt < 2; attempt++) {
-        double now = now_mono();
+        double now = sl_now_mono();
         double expires = ttl > 0 ? now + ttl : 0;
         pthread_mutex_lock(&s->lock);
         entry **link = find(d, s, h, key, klen, now);
@@ -357,7 +351,7 @@ int sl_shdict_incr(sl_shdict *d, const char *key, size_t klen, double delta,
     uint64_t h = hash_key(key, klen);
     shard *s = shard_of(d, h);
     for (int attempt = 0; attempt < 2; attempt++) {
-        double now = now_mono();
+        double now = sl_now_mono();
         pthread_mutex_lock(&s->lock);
         entry **link = find(d, s, h, key, klen, now);
         if (link) {
@@ -394,7 +388,7 @@ int sl_shdict_get(sl_shdict *d, const char *key, size_t klen, sl_shd_value *out,
         return SL_EINVAL;
     uint64_t h = hash_key(key, klen);
     shard *s = shard_of(d, h);
-    double now = now_mono();
+    double now = sl_now_mono();
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     entry **link = find(d, s, h, key, klen, now);
@@ -440,7 +434,7 @@ int sl_shdict_delete(sl_shdict *d, const char *key, size_t klen)
     uint64_t h = hash_key(key, klen);
     shard *s = shard_of(d, h);
     pthread_mutex_lock(&s->lock);
-    entry **link = find(d, s, h, key, klen, now_mono());
+    entry **link = find(d, s, h, key, klen, sl_now_mono());
     if (link)
         unlink_entry(d, s, link);
     pthread_mutex_unlock(&s->lock);
@@ -453,7 +447,7 @@ int sl_shdict_ttl(sl_shdict *d, const char *key, size_t klen, double *left)
         return 0;
     uint64_t h = hash_key(key, klen);
     shard *s = shard_of(d, h);
-    double now = now_mono();
+    double now = sl_now_mono();
     pthread_mutex_lock(&s->lock);
     entry **link = find(d, s, h, key, klen, now);
     if (link)
@@ -465,7 +459,7 @@ int sl_shdict_ttl(sl_shdict *d, const char *key, size_t klen, double *left)
 size_t sl_shdict_flush_expired(sl_shdict *d)
 {
     size_t dropped = 0;
-    double now = now_mono();
+    double now = sl_now_mono();
     for (int i = 0; i < NSHARDS; i++) {
         shard *s = &d->shards[i];
         pthread_mutex_lock(&s->lock);

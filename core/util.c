@@ -1,5 +1,6 @@
-/* util.c — request ids, duration/size parsing, time, JSON escaping. */
+/* util.c — request ids, duration/size parsing, time, JSON escaping, files. */
 #include "util.h"
+#include "buf.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -180,6 +181,13 @@ uint64_t sl_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+double sl_now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 size_t sl_time_rfc3339(char out[32])
 {
     struct timespec ts;
@@ -216,4 +224,31 @@ size_t sl_json_escape(char *out, size_t cap, const char *s, size_t n)
         }
     }
     return o;
+}
+
+int sl_read_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return SL_EIO;
+    sl_buf b;
+    sl_buf_init(&b, NULL);
+    char tmp[8192];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        if ((rc = sl_buf_append(&b, tmp, n)) < 0)
+            break;
+    if (rc == 0 && ferror(f))
+        rc = SL_EIO;
+    fclose(f);
+    if (rc == 0)
+        rc = sl_buf_append(&b, "", 1);
+    if (rc < 0) {
+        sl_buf_release(&b);
+        return rc;
+    }
+    *out = b.data;
+    *len = b.len - 1;
+    return 0;
 }

@@ -32,6 +32,9 @@ int sl_parse_hostport(const char *s, char *host, size_t hostlen,
 /* Monotonic time in nanoseconds. */
 uint64_t sl_now_ns(void);
 
+/* Monotonic time in seconds. */
+double sl_now_mono(void);
+
 /* Format the current wall-clock time as RFC 3339 UTC with milliseconds
  * ("2026-11-25T20:17:31.123Z") into out[32]; returns the length. */
 size_t sl_time_rfc3339(char out[32]);
@@ -39,5 +42,9 @@ size_t sl_time_rfc3339(char out[32]);
 /* Append `s` JSON-escaped (without quotes) to out, which has room for
  * cap bytes; returns bytes written (truncates safely at cap). */
 size_t sl_json_escape(char *out, size_t cap, const char *s, size_t n);
+
+/* Read a whole file into memory, NUL-terminated; *len excludes the NUL.
+ * Returns 0 (caller frees *out), SL_EIO or SL_ENOMEM. */
+int sl_read_file(const char *path, char **out, size_t *len);
 
 #endif

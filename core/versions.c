@@ -2,6 +2,7 @@
 #include "versions.h"
 #include "buf.h"
 #include "spec_runner.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -116,33 +117,6 @@ int sl_ver_write_atomic(const char *path, const char *data, size_t len)
     return fsync_parent(path);
 }
 
-int sl_ver_read_file(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return SL_EIO;
-    sl_buf b;
-    sl_buf_init(&b, NULL);
-    char tmp[8192];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
-        if ((rc = sl_buf_append(&b, tmp, n)) < 0)
-            break;
-    if (rc == 0 && ferror(f))
-        rc = SL_EIO;
-    fclose(f);
-    if (rc == 0)
-        rc = sl_buf_append(&b, "", 1);
-    if (rc < 0) {
-        sl_buf_release(&b);
-        return rc;
-    }
-    *out = b.data;
-    *len = b.len - 1;
-    return 0;
-}
-
 int sl_ver_open(const char *dir, sl_ver_store **out, char *err, size_t errlen)
 {
     char path[PATH_MAX];
@@ -202,7 +176,7 @@ static int fill_bundle(const char *dir, const sl_policy *p)
     for (int i = 0; rc == 0 && i < p->nfiles; i++) {
         char *data;
         size_t len;
-        if ((rc = sl_ver_read_file(p->files[i].path, &data, &len)) < 0)
+        if ((rc = sl_read_file(p->files[i].path, &data, &len)) < 0)
             break;
         if (snprintf(path, sizeof(path), "%s/policies/%s", dir,
                      base_name(p->files[i].path)) >= (int)sizeof(path))
@@ -229,24 +203,31 @@ static int fill_bundle(const char *dir, const sl_policy *p)
     return rc;
 }
 
+/* The policies/ and plugins/ folders of a new bundle in dir. */
+static int make_bundle_dirs(const char *dir)
+{
+    char sub[SUBPATH];
+    snprintf(sub, sizeof(sub), "%s/policies", dir);
+    if (mkdir(sub, 0700) < 0)
+        return SL_EIO;
+    snprintf(sub, sizeof(sub), "%s/plugins", dir);
+    if (mkdir(sub, 0700) < 0)
+        return SL_EIO;
+    return 0;
+}
+
 int sl_ver_save(sl_ver_store *s, const sl_policy *p, char *err, size_t errlen)
 {
     if (sl_ver_exists(s, p->version))
         return 0;
-    char tmp[PATH_MAX], final[SUBPATH], sub[SUBPATH];
+    char tmp[PATH_MAX], final[SUBPATH];
     snprintf(tmp, sizeof(tmp), "%s/tmp/ver-XXXXXX", s->dir);
     if (!mkdtemp(tmp)) {
         snprintf(err, errlen, "%s/tmp: cannot create a folder: %s", s->dir,
                  strerror(errno));
         return SL_EIO;
     }
-    int rc = 0;
-    snprintf(sub, sizeof(sub), "%s/policies", tmp);
-    if (mkdir(sub, 0700) < 0)
-        rc = SL_EIO;
-    snprintf(sub, sizeof(sub), "%s/plugins", tmp);
-    if (rc == 0 && mkdir(sub, 0700) < 0)
-        rc = SL_EIO;
+    int rc = make_bundle_dirs(tmp);
     if (rc == 0)
         rc = fill_bundle(tmp, p);
     snprintf(final, sizeof(final), "%s/versions/%s", s->dir, p->version);
@@ -311,7 +292,7 @@ int sl_ver_history(sl_ver_store *s, sl_ver_id **ids, int *n)
     *ids = NULL;
     *n = 0;
     snprintf(path, sizeof(path), "%s/published", s->dir);
-    if (sl_ver_read_file(path, &data, &len) < 0)
+    if (sl_read_file(path, &data, &len) < 0)
         return errno == ENOENT ? 0 : SL_EIO;
     int cap = 1;
     for (size_t i = 0; i < len; i++)
@@ -447,13 +428,7 @@ int sl_ver_stage(sl_ver_store *s, const char *const *names,
                  strerror(errno));
         return SL_EIO;
     }
-    int rc = 0;
-    snprintf(path, sizeof(path), "%s/policies", tmp);
-    if (mkdir(path, 0700) < 0)
-        rc = SL_EIO;
-    snprintf(path, sizeof(path), "%s/plugins", tmp);
-    if (rc == 0 && mkdir(path, 0700) < 0)
-        rc = SL_EIO;
+    int rc = make_bundle_dirs(tmp);
     for (int i = 0; rc == 0 && i < n; i++) {
         snprintf(path, sizeof(path), "%s/%s", tmp, names[i]);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);

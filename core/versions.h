@@ -67,7 +67,4 @@ void sl_ver_unstage(const char *dir);
 /* Write path atomically (tmp file, fsync, rename, fsync of the folder). */
 int sl_ver_write_atomic(const char *path, const char *data, size_t len);
 
-/* Read a whole file (NUL-terminated); caller frees *out. */
-int sl_ver_read_file(const char *path, char **out, size_t *len);
-
 #endif
