@@ -33,8 +33,6 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BENCH=$ROOT/bench
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
@@ -43,98 +41,20 @@ CONNS=${CONNS:-50}
 PIN=${PIN:-split}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-HZ=$(getconf CLK_TCK)
+. "$ROOT/bench/lib.sh"
 
-die() { echo "bench: $*" >&2; exit 1; }
-
-case $SLUICE_BIN in /*) ;; *) SLUICE_BIN=$ROOT/$SLUICE_BIN ;; esac
-[ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (build it, or set SLUICE_BIN)"
-command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
-command -v curl >/dev/null || die "curl not found"
+need_wrk
+need_curl
 TARGETS="off file"
 [ -x "$NGINX_BIN" ] && TARGETS="$TARGETS http" ||
     echo "bench: no nginx at $NGINX_BIN: the http case is skipped" >&2
-case $PIN in
-split)
-    [ "$(nproc)" -ge 2 ] || die "PIN=split needs 2 CPUs; use PIN=none"
-    command -v taskset >/dev/null || die "taskset not found (util-linux)"
-    pin_proxy="taskset -c $PROXY_CPU" pin_load="taskset -c $LOAD_CPU"
-    ;;
-none) pin_proxy="" pin_load="" ;;
-*) die "PIN is split or none" ;;
-esac
-
-# ---- helpers (the minimum of bench/run.sh's) -------------------------------
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench-audit.XXXXXX")
-PIDS=""
-alive() {
-    local st
-    st=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-
-# Stop what we started, newest first: SIGTERM, up to 5 s, then SIGKILL.
-cleanup() {
-    local p order=""
-    for p in $PIDS; do order="$p $order"; done
-    for p in $order; do
-        kill "$p" 2>/dev/null || true
-        for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
-        alive "$p" && kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "${KEEP_TMP:-0}" = 1 ]; then
-        echo "bench: kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-USED_PORTS=""
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        case " $USED_PORTS " in *" $p "*) continue ;; esac
-        if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
-            USED_PORTS="$USED_PORTS $p"
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-wait_port() {
-    local port=$1 pid=$2 name=$3
-    for _ in $(seq 1 100); do
-        alive "$pid" || die "$name exited; see its log in $TMP (KEEP_TMP=1)"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    die "$name did not listen on $port"
-}
-
-# CPU ticks (user+system, all threads) of a pid.
-cpu_ticks() {
-    local f
-    f=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    set -- $f
-    echo $((${12} + ${13}))
-}
+pin_split_or_none
+bench_tmp sluice-bench-audit
 
 # ---- processes ---------------------------------------------------------------
 
-MOCK_PORT=$(free_port)
+start_mock "$pin_load"
 COLLECTOR_PORT=$(free_port)
-$pin_load "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
-    >"$TMP/mock.log" 2>&1 &
-MOCK_PID=$!
-PIDS="$PIDS $MOCK_PID"
-wait_port "$MOCK_PORT" "$MOCK_PID" mock
 
 if [ -x "$NGINX_BIN" ]; then
     # The collector: takes every POST and answers 204, as a real one would
@@ -167,21 +87,13 @@ EOF
     $pin_load "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
         -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.log" 2>&1 &
     NGINX_PID=$!
-    PIDS="$PIDS $NGINX_PID"
+    track "$NGINX_PID"
     wait_port "$COLLECTOR_PORT" "$NGINX_PID" nginx
 fi
 
 # The shipped default policy with the bench mock as its backend and
 # chat.lua's key as the demo consumer's (as bench/run.sh's sluice_chain).
-BENCH_KEY=sk-bench-0000000000000000
-BENCH_KEY_HASH=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
-DEMO_KEY_HASH=1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213
-sed -e "s#url: http://127.0.0.1:8081#url: http://127.0.0.1:$MOCK_PORT#" \
-    -e "s#sha256:$DEMO_KEY_HASH#sha256:$BENCH_KEY_HASH#" \
-    "$ROOT/policies/default.yaml" >"$TMP/policy.yaml"
-grep -q "127.0.0.1:$MOCK_PORT" "$TMP/policy.yaml" &&
-    grep -q "sha256:$BENCH_KEY_HASH" "$TMP/policy.yaml" ||
-    die "policies/default.yaml changed shape (backend url or demo key hash not found); update bench/audit.sh"
+chain_policy "$TMP/policy.yaml"
 
 # start_sluice NAME: a one-worker sluice in $TMP/NAME with NAME's log
 # section. Sets STARTED_PORT and STARTED_PID.
@@ -212,7 +124,7 @@ $log
 EOF
     $pin_proxy "$SLUICE_BIN" run -c "$dir/sluice.yaml" >"$dir/stdout.log" 2>&1 &
     STARTED_PID=$!
-    PIDS="$PIDS $STARTED_PID"
+    track "$STARTED_PID"
     wait_port "$STARTED_PORT" "$STARTED_PID" "sluice ($name)"
 }
 
@@ -221,11 +133,7 @@ for t in $TARGETS; do
     start_sluice "$t"
     PORT[$t]=$STARTED_PORT
     PID[$t]=$STARTED_PID
-    code=$(curl -s -o "$TMP/check-$t.json" -w '%{http_code}' \
-        -H 'content-type: application/json' -H "authorization: Bearer $BENCH_KEY" \
-        --data '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
-        "http://127.0.0.1:${PORT[$t]}/v1/chat/completions")
-    [ "$code" = 200 ] || die "$t answered $code: $(head -c 300 "$TMP/check-$t.json")"
+    check_chat "$t" "${PORT[$t]}"
 done
 
 # ---- rounds --------------------------------------------------------------------
@@ -234,9 +142,7 @@ done
 run_wrk() {
     local t=$1 d=$2 p0 p1 out
     p0=$(cpu_ticks "${PID[$t]}")
-    out=$($pin_load wrk -t1 -c"$CONNS" -d"${d}s" --timeout 5s -s "$BENCH/chat.lua" \
-        "http://127.0.0.1:${PORT[$t]}" | grep '^BENCH_RESULT') ||
-        die "wrk against $t failed"
+    out=$(wrk_chat "$t" "${PORT[$t]}" "$CONNS" "$d") || exit 1
     p1=$(cpu_ticks "${PID[$t]}")
     echo "$out cpu_ticks=$((p1 - p0)) hz=$HZ"
 }

@@ -23,8 +23,6 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BENCH=$ROOT/bench
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 REDIS_BIN=${REDIS_BIN:-/usr/bin/redis-server}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
@@ -33,73 +31,24 @@ CONNS=${CONNS:-50}
 PIN=${PIN:-split}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-HZ=$(getconf CLK_TCK)
+. "$ROOT/bench/lib.sh"
 
-die() { echo "bench: $*" >&2; exit 1; }
-case $SLUICE_BIN in /*) ;; *) SLUICE_BIN=$ROOT/$SLUICE_BIN ;; esac
-[ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN"
 [ -x "$REDIS_BIN" ] || die "no redis-server at $REDIS_BIN (apt-get install redis-server)"
-command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
-pin_proxy="" pin_load=""
-if [ "$PIN" = split ]; then
-    [ "$(nproc)" -ge 2 ] || die "PIN=split needs 2 CPUs; use PIN=none"
-    pin_proxy="taskset -c $PROXY_CPU" pin_load="taskset -c $LOAD_CPU"
-fi
+need_wrk
+need_curl
+pin_split_or_none
+bench_tmp sluice-cluster-bench
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-cluster-bench.XXXXXX")
-PIDS=""
-cleanup() {
-    local p
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-    if [ "${KEEP_TMP:-0}" = 1 ]; then echo "bench: kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
-    done
-    die "no free port found"
-}
-wait_port() {
-    for _ in $(seq 1 100); do
-        kill -0 "$2" 2>/dev/null || die "$3 exited; see $TMP (KEEP_TMP=1)"
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    die "$3 did not listen on $1"
-}
-cpu_ticks() {
-    local f
-    f=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    set -- $f
-    echo $((${12} + ${13}))
-}
-
-MOCK_PORT=$(free_port) REDIS_PORT=$(free_port)
-LOCAL_PORT=$(free_port) CLUSTER_PORT=$(free_port)
-$pin_load "$SLUICE_BIN" mock --workers 1 --listen "127.0.0.1:$MOCK_PORT" >"$TMP/mock.log" 2>&1 &
-MOCK_PID=$!; PIDS="$PIDS $MOCK_PID"
-wait_port "$MOCK_PORT" "$MOCK_PID" mock
+start_mock "$pin_load"
+REDIS_PORT=$(free_port) LOCAL_PORT=$(free_port) CLUSTER_PORT=$(free_port)
 $pin_load "$REDIS_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS="$PIDS $REDIS_PID"
+REDIS_PID=$!; track "$REDIS_PID"
 wait_port "$REDIS_PORT" "$REDIS_PID" redis-server
 
 # The default chain (as bench/run.sh's sluice_chain) plus the quota plugin.
-BENCH_KEY=sk-bench-0000000000000000
-BENCH_KEY_HASH=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
-DEMO_KEY_HASH=1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213
 mkdir -p "$TMP/policies"
-sed -e "s#url: http://127.0.0.1:8081#url: http://127.0.0.1:$MOCK_PORT#" \
-    -e "s#sha256:$DEMO_KEY_HASH#sha256:$BENCH_KEY_HASH#" \
-    "$ROOT/policies/default.yaml" >"$TMP/policies/bench.yaml"
-grep -q "sha256:$BENCH_KEY_HASH" "$TMP/policies/bench.yaml" ||
-    die "policies/default.yaml changed shape; update bench/cluster.sh"
+chain_policy "$TMP/policies/bench.yaml"
 cat >>"$TMP/policies/bench.yaml" <<EOF
 
   - name: quota
@@ -127,7 +76,7 @@ log:
 $3
 EOF
     $pin_proxy "$SLUICE_BIN" run -c "$dir/sluice.yaml" >"$dir/stdout.log" 2>&1 &
-    STARTED_PID=$!; PIDS="$STARTED_PID $PIDS"
+    STARTED_PID=$!; track "$STARTED_PID"
     wait_port "$2" "$STARTED_PID" "$1"
 }
 start_sluice local "$LOCAL_PORT" ""
@@ -142,19 +91,12 @@ CLUSTER_PID=$STARTED_PID
 port_of() { if [ "$1" = local ]; then echo "$LOCAL_PORT"; else echo "$CLUSTER_PORT"; fi; }
 pid_of() { if [ "$1" = local ]; then echo "$LOCAL_PID"; else echo "$CLUSTER_PID"; fi; }
 
-for t in local cluster; do
-    code=$(curl -s -o "$TMP/check-$t.json" -w '%{http_code}' \
-        -H 'content-type: application/json' -H "authorization: Bearer $BENCH_KEY" \
-        --data '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
-        "http://127.0.0.1:$(port_of "$t")/v1/chat/completions")
-    [ "$code" = 200 ] || die "$t answered $code: $(head -c 300 "$TMP/check-$t.json")"
-done
+for t in local cluster; do check_chat "$t" "$(port_of "$t")"; done
 
 run_wrk() { # TARGET SECONDS -> "rps cpu_us_per_req"
     local p0 p1 out rps n bad
     p0=$(cpu_ticks "$(pid_of "$1")")
-    out=$($pin_load wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s -s "$BENCH/chat.lua" \
-        "http://127.0.0.1:$(port_of "$1")" | grep '^BENCH_RESULT') || die "wrk against $1 failed"
+    out=$(wrk_chat "$1" "$(port_of "$1")" "$CONNS" "$2") || exit 1
     p1=$(cpu_ticks "$(pid_of "$1")")
     rps=$(echo "$out" | sed -n 's/.* rps=\([0-9.]*\).*/\1/p')
     bad=$(echo "$out" | sed -n 's/.* non2xx=\([0-9]*\).*/\1/p')

@@ -56,8 +56,6 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BENCH=$ROOT/bench
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 DURATION=${DURATION:-7}
 WARMUP=${WARMUP:-2}
@@ -68,15 +66,11 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 STREAM=${STREAM:-1}
 TARGETS="direct nginx sluice sluice_lua sluice_ai sluice_chain"
-HZ=$(getconf CLK_TCK)
+. "$ROOT/bench/lib.sh"
 
-die() { echo "bench: $*" >&2; exit 1; }
-
-case $SLUICE_BIN in /*) ;; *) SLUICE_BIN=$ROOT/$SLUICE_BIN ;; esac
-[ -x "$SLUICE_BIN" ] || die "no sluice binary at $SLUICE_BIN (build it, or set SLUICE_BIN)"
 [ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN (apt-get install nginx-light)"
-command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
-command -v curl >/dev/null || die "curl not found"
+need_wrk
+need_curl
 case $PIN in
 auto | split | same)
     [ "$(nproc)" -ge 2 ] || die "PIN=$PIN needs 2 CPUs; use PIN=none"
@@ -106,94 +100,17 @@ place() {
     PLACED=$mode
 }
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
-PIDS=""
-# Whether PID runs (a zombie, exited but not yet reaped, does not).
-alive() {
-    local st
-    st=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-
-# Stop what we started, proxies before the mock: SIGTERM, up to 5 s to
-# exit, then SIGKILL (saying how much CPU it burnt meanwhile: a process
-# spinning instead of draining shows ~500 ticks).
-cleanup() {
-    local p left t0 order=""
-    for p in $PIDS; do order="$p $order"; done
-    for p in $order; do
-        t0=$(cpu_ticks "$p")
-        kill "$p" 2>/dev/null || true
-        for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
-        if alive "$p"; then
-            echo "bench: pid $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)) still running 5 s after SIGTERM, $(($(cpu_ticks "$p") - t0)) CPU ticks (of $HZ/s) meanwhile; killing it" >&2
-            kill -KILL "$p" 2>/dev/null || true
-        fi
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "${KEEP_TMP:-0}" = 1 ]; then
-        echo "bench: kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_tmp sluice-bench
 
 # ---- ports and processes ---------------------------------------------------
 
-USED_PORTS=""
-# A loopback port nobody listens on (and we have not handed out yet).
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        case " $USED_PORTS " in *" $p "*) continue ;; esac
-        if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
-            USED_PORTS="$USED_PORTS $p"
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# Wait until PORT accepts connections and PID is still alive.
-wait_port() {
-    local port=$1 pid=$2 name=$3
-    for _ in $(seq 1 100); do
-        alive "$pid" || die "$name exited; see its log in $TMP (KEEP_TMP=1)"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    die "$name did not listen on $port"
-}
-
-# Total CPU seconds (user+system, all threads) of a pid list, in ticks.
-cpu_ticks() {
-    local t=0 p f
-    for p in "$@"; do
-        f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue
-        # fields after "pid (comm)": state is $1, utime $12, stime $13
-        set -- $f
-        t=$((t + ${12} + ${13}))
-    done
-    echo "$t"
-}
-
-MOCK_PORT=$(free_port)
+start_mock "$pin_proxy"
 NGINX_PORT=$(free_port)
 NGINX_SSE_PORT=$(free_port)
 SLUICE_PORT=$(free_port)
 SLUICE_LUA_PORT=$(free_port)
 SLUICE_AI_PORT=$(free_port)
 SLUICE_CHAIN_PORT=$(free_port)
-
-$pin_proxy "$SLUICE_BIN" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 \
-    >"$TMP/mock.log" 2>&1 &
-MOCK_PID=$!
-PIDS="$PIDS $MOCK_PID"
-wait_port "$MOCK_PORT" "$MOCK_PID" mock
 
 # nginx: everything it writes stays in $TMP. As root, workers would switch
 # to nobody; keep them as the current user like sluice.
@@ -255,7 +172,7 @@ EOF
 $pin_proxy "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
     -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
-PIDS="$PIDS $NGINX_PID"
+track "$NGINX_PID"
 wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ' | head -n1)
 [ -n "$NGINX_WORKER" ] || die "no nginx worker process"
@@ -304,7 +221,7 @@ log:
 EOF
     $pin_proxy "$SLUICE_BIN" run -c "$dir/sluice.yaml" >"$dir/stdout.log" 2>&1 &
     STARTED_PID=$!
-    PIDS="$PIDS $STARTED_PID"
+    track "$STARTED_PID"
     wait_port "$port" "$STARTED_PID" "$name"
 }
 
@@ -316,20 +233,10 @@ start_sluice sluice_lua "$SLUICE_LUA_PORT" read-model
 SLUICE_LUA_PID=$STARTED_PID
 start_sluice sluice_ai "$SLUICE_AI_PORT" "" catalog
 SLUICE_AI_PID=$STARTED_PID
-# sluice_chain: the shipped default policy (policies/default.yaml: key-auth,
-# catalog, data-boundary, request-limits, redact, through the front door)
-# as is, with two edits: the backend is the bench mock, and the demo
-# consumer's key hash is that of chat.lua's key, so every request is a
-# consumer's request that runs the whole chain.
-BENCH_KEY=sk-bench-0000000000000000
-BENCH_KEY_HASH=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
-DEMO_KEY_HASH=1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213
-sed -e "s#url: http://127.0.0.1:8081#url: http://127.0.0.1:$MOCK_PORT#" \
-    -e "s#sha256:$DEMO_KEY_HASH#sha256:$BENCH_KEY_HASH#" \
-    "$ROOT/policies/default.yaml" >"$TMP/chain-policy.yaml"
-grep -q "127.0.0.1:$MOCK_PORT" "$TMP/chain-policy.yaml" &&
-    grep -q "sha256:$BENCH_KEY_HASH" "$TMP/chain-policy.yaml" ||
-    die "policies/default.yaml changed shape (backend url or demo key hash not found); update bench/run.sh"
+# sluice_chain: the shipped default policy with the bench mock as its
+# backend and chat.lua's key as the demo consumer's (bench/lib.sh's
+# chain_policy).
+chain_policy "$TMP/chain-policy.yaml"
 start_sluice sluice_chain "$SLUICE_CHAIN_PORT" "" "" "$TMP/chain-policy.yaml"
 SLUICE_CHAIN_PID=$STARTED_PID
 
@@ -356,13 +263,7 @@ proxy_pids() {
 }
 
 # Every target must answer the chat body with a 200 before we time it.
-for t in $TARGETS; do
-    code=$(curl -s -o "$TMP/check-$t.json" -w '%{http_code}' \
-        -H 'content-type: application/json' -H "authorization: Bearer $BENCH_KEY" \
-        --data '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
-        "http://127.0.0.1:$(port_of "$t")/v1/chat/completions")
-    [ "$code" = 200 ] || die "$t answered $code: $(head -c 300 "$TMP/check-$t.json")"
-done
+for t in $TARGETS; do check_chat "$t" "$(port_of "$t")"; done
 
 # ---- the request/response rounds -------------------------------------------
 
@@ -390,9 +291,7 @@ run_wrk() {
     local t=$1 c=$2 d=$3 pids p0 p1 m0 m1 out
     pids=$(proxy_pids "$t")
     p0=$(cpu_ticks $pids) m0=$(cpu_ticks "$MOCK_PID")
-    out=$($pin_load wrk -t1 -c"$c" -d"${d}s" --timeout 5s -s "$BENCH/chat.lua" \
-        "http://127.0.0.1:$(port_of "$t")" | grep '^BENCH_RESULT') ||
-        die "wrk against $t failed"
+    out=$(wrk_chat "$t" "$(port_of "$t")" "$c" "$d") || exit 1
     p1=$(cpu_ticks $pids) m1=$(cpu_ticks "$MOCK_PID")
     echo "$out cpu_ticks=$((p1 - p0)) mock_ticks=$((m1 - m0)) hz=$HZ"
 }
@@ -484,6 +383,19 @@ function median(key,    n, i, j, tmp, a) {
 function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
 function both(s) { mach = mach s "\n"; print s >> txt }
 function row(s) { print s; print s >> md }
+# The rows and lines of target t against nginx at c conns (cs in words):
+# req/s (goal at 50 conns; no goal: an empty cell) and proxy CPU per
+# request, labelled by name and short.
+function vs_nginx(t, c, cs, name, short, goal,    v) {
+    if (!(m_rps["nginx", c] > 0 && m_rps[t, c] > 0)) return
+    v = m_rps[t, c] / m_rps["nginx", c]
+    goal = goal == "" ? " " : " " (c == 50 ? goal : "") " "
+    row(sprintf("| %s/nginx req/s, %s | %.3f |%s|", name, cs, v, goal))
+    both(sprintf("BENCH ratio=%s_over_nginx_rps conns=%d value=%.3f", t, c, v))
+    v = m_cpr[t, c] / m_cpr["nginx", c]
+    row(sprintf("| %s/nginx proxy CPU per request, %s | %.3f | |", short, cs, v))
+    both(sprintf("BENCH ratio=%s_over_nginx_cpu_per_req conns=%d value=%.3f", t, c, v))
+}
 {
     delete kv
     for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
@@ -538,14 +450,7 @@ END {
     row("|---|---:|---|")
     for (ci = 1; ci <= nc; ci++) {
         c = C[ci]; cs = c == 1 ? "1 conn" : c " conns"
-        if (m_rps["nginx", c] > 0 && m_rps["sluice", c] > 0) {
-            v = m_rps["sluice", c] / m_rps["nginx", c]
-            row(sprintf("| sluice/nginx req/s, %s | %.3f | %s |", cs, v, c == 50 ? ">= 0.9" : ""))
-            both(sprintf("BENCH ratio=sluice_over_nginx_rps conns=%d value=%.3f", c, v))
-            v = m_cpr["sluice", c] / m_cpr["nginx", c]
-            row(sprintf("| sluice/nginx proxy CPU per request, %s | %.3f | |", cs, v))
-            both(sprintf("BENCH ratio=sluice_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
-        }
+        vs_nginx("sluice", c, cs, "sluice", "sluice", ">= 0.9")
         if (m_rps["nginx", c] > 0 && m_rps["sluice_lua", c] > 0) {
             v = m_rps["sluice_lua", c] / m_rps["nginx", c]
             row(sprintf("| sluice+1 Lua plugin/nginx req/s, %s | %.3f | %s |", cs, v, c == 50 ? ">= 0.85" : ""))
@@ -554,22 +459,8 @@ END {
             row(sprintf("| Lua plugin cost (proxy CPU per request), %s | %+.2f µs | |", cs, v))
             both(sprintf("BENCH lua_plugin_cpu_us_per_req conns=%d value=%.2f", c, v))
         }
-        if (m_rps["nginx", c] > 0 && m_rps["sluice_ai", c] > 0) {
-            v = m_rps["sluice_ai", c] / m_rps["nginx", c]
-            row(sprintf("| sluice front door (catalog + OpenAI adapter)/nginx req/s, %s | %.3f | |", cs, v))
-            both(sprintf("BENCH ratio=sluice_ai_over_nginx_rps conns=%d value=%.3f", c, v))
-            v = m_cpr["sluice_ai", c] / m_cpr["nginx", c]
-            row(sprintf("| sluice front door/nginx proxy CPU per request, %s | %.3f | |", cs, v))
-            both(sprintf("BENCH ratio=sluice_ai_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
-        }
-        if (m_rps["nginx", c] > 0 && m_rps["sluice_chain", c] > 0) {
-            v = m_rps["sluice_chain", c] / m_rps["nginx", c]
-            row(sprintf("| sluice default chain (5 plugins + front door)/nginx req/s, %s | %.3f | %s |", cs, v, c == 50 ? ">= 0.85" : ""))
-            both(sprintf("BENCH ratio=sluice_chain_over_nginx_rps conns=%d value=%.3f", c, v))
-            v = m_cpr["sluice_chain", c] / m_cpr["nginx", c]
-            row(sprintf("| sluice default chain/nginx proxy CPU per request, %s | %.3f | |", cs, v))
-            both(sprintf("BENCH ratio=sluice_chain_over_nginx_cpu_per_req conns=%d value=%.3f", c, v))
-        }
+        vs_nginx("sluice_ai", c, cs, "sluice front door (catalog + OpenAI adapter)", "sluice front door", "")
+        vs_nginx("sluice_chain", c, cs, "sluice default chain (5 plugins + front door)", "sluice default chain", ">= 0.85")
         if (m_rps["direct", c] > 0 && m_rps["sluice", c] > 0) {
             v = m_rps["sluice", c] / m_rps["direct", c]
             row(sprintf("| sluice/direct req/s, %s | %.3f | |", cs, v))

@@ -5,6 +5,8 @@
 -- log. Real binary, real sockets, a temporary state directory per gateway.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local admin = require "spec.helpers.admin"
+local certs_for = require "spec.helpers.certs"
 local json = require "sluice.json"
 local hash = require "sluice.hash"
 
@@ -16,48 +18,24 @@ local ROLES = {
 local function token_of(name) return "tok-" .. name .. "-5f1c0e9a7d" end
 
 local function admin_gateway(opts)
-  local aport = opts.aport or proc.free_port()
-  local g = proc.gateway({
-    policy = opts.policy, dir = opts.dir, port = opts.port,
-    config = function(_, dir)
-      local toks, names = {}, {}
-      for name in pairs(ROLES) do names[#names + 1] = name end
-      table.sort(names)
-      for _, name in ipairs(names) do
-        toks[#toks + 1] = { name = name, sha256 = hash.sha256(token_of(name)), roles = ROLES[name] }
-      end
-      return proc.merge({ workers = 2, log = { level = "info" },
-        admin = proc.merge({ listen = "127.0.0.1:" .. aport, state_dir = dir .. "/state",
-                             tokens = toks, max_failures = 1000 }, opts.admin) }, opts.config)
-    end,
-  })
-  proc.wait_port(g.proc, aport)
-  g.aport = aport
-  return g
+  return admin.gateway(opts, function(dir, aport)
+    local toks, names = {}, {}
+    for name in pairs(ROLES) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      toks[#toks + 1] = { name = name, sha256 = hash.sha256(token_of(name)), roles = ROLES[name] }
+    end
+    return proc.merge({ workers = 2, log = { level = "info" },
+      admin = proc.merge({ listen = "127.0.0.1:" .. aport, state_dir = dir .. "/state",
+                           tokens = toks, max_failures = 1000 }, opts.admin) }, opts.config)
+  end)
 end
 
 local function call(g, method, path, who, body)
-  local headers = {}
-  if who then headers.authorization = "Bearer " .. (ROLES[who] and token_of(who) or who) end
-  if type(body) == "table" then body = json.encode(body) end
-  if method == "POST" and body == nil then body = "" end
-  local res = assert(http.request(g.aport, { method = method, path = path, headers = headers,
-    body = body, timeout = 20 }))
-  local j = res.body and res.body ~= "" and json.decode(res.body) or nil
-  return res, j
+  return admin.call(g, who and (ROLES[who] and token_of(who) or who), method, path, body, 20)
 end
 
-local function two_backends(mock_a, mock_b, default, extra)
-  local p = {
-    backends = {
-      a = { provider = "openai", url = mock_a.url, region = "local" },
-      b = { provider = "openai", url = mock_b.url, region = "local" },
-    },
-    default_backend = default,
-  }
-  for k, v in pairs(extra or {}) do p[k] = v end
-  return p
-end
+local two_backends = admin.two_backends
 
 local function bundle(policy, plugins, message)
   local files = { ["policies/default.yaml"] = type(policy) == "string" and policy or proc.yaml(policy) }
@@ -606,30 +584,15 @@ describe("the admin API", function()
     end)
 
     it("speaks HTTPS to an admin listener with TLS, verifying its certificate", function()
-      local certs = g.dir .. "/certs"
-      os.execute("mkdir -p " .. proc.quote(certs))
-      local script = table.concat({
-        "set -e", "cd " .. proc.quote(certs),
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-          .. " -keyout ca.key -out ca.pem -days 2 -subj '/CN=admin spec CA'"
-          .. " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-          .. " -keyout server.key -out server.csr -subj '/CN=localhost'",
-        "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n"
-          .. "keyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext.cnf",
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
-          .. " -out server.pem -days 2 -extfile ext.cnf",
-      }, "\n")
-      local st, out = proc.run("sh -c " .. proc.quote(script) .. " 2>&1")
-      assert.are.equal(0, st, out)
+      local certs = certs_for.localhost(g.dir .. "/certs", "admin spec CA")
       local aport = proc.free_port()
       local tg = admin_gateway({ aport = aport, policy = two_backends(mock_a, mock_b, "a"), admin = {
         listen = { address = "127.0.0.1:" .. aport,
-                   tls = { cert = certs .. "/server.pem", key = certs .. "/server.key" } } } })
+                   tls = { cert = certs.cert, key = certs.key } } } })
       local reader = proc.write_file(g.dir .. "/reader.token", token_of("reader"))
       local url = "https://localhost:" .. tg.aport
-      st, out = proc.sluice({ "policy", "status", "--json", "--admin", url, "--token-file", reader,
-        "--ca-file", certs .. "/ca.pem" }, 20)
+      local st, out = proc.sluice({ "policy", "status", "--json", "--admin", url, "--token-file", reader,
+        "--ca-file", certs.ca }, 20)
       assert.are.equal(0, st, out)
       assert.is_truthy(out:find('"you":"reader"', 1, true), out)
       -- without the CA the certificate is not trusted: no token is sent

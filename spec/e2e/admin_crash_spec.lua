@@ -4,26 +4,21 @@
 -- versions, and what it serves matches the version it reports.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local admin = require "spec.helpers.admin"
 local json = require "sluice.json"
 local hash = require "sluice.hash"
 
 local TOKEN = "tok-root-2b9d41c0"
 
 local function start(dir, port, aport, policy)
-  local g = proc.gateway({
-    dir = dir, port = port, policy = policy,
-    config = function(_, d)
-      return {
-        workers = 2,
-        lua = { time_budget = "3s" },
-        admin = { listen = "127.0.0.1:" .. aport, state_dir = d .. "/state",
-                  tokens = { { name = "root", sha256 = hash.sha256(TOKEN), roles = { "admin" } } } },
-      }
-    end,
-  })
-  proc.wait_port(g.proc, aport)
-  g.aport = aport
-  return g
+  return admin.gateway({ dir = dir, port = port, aport = aport, policy = policy }, function(d)
+    return {
+      workers = 2,
+      lua = { time_budget = "3s" },
+      admin = { listen = "127.0.0.1:" .. aport, state_dir = d .. "/state",
+                tokens = { { name = "root", sha256 = hash.sha256(TOKEN), roles = { "admin" } } } },
+    }
+  end)
 end
 
 local function request_bytes(method, path, body)
@@ -32,23 +27,14 @@ local function request_bytes(method, path, body)
 end
 
 local function call(g, method, path, body)
-  local res = assert(http.request(g.aport, { method = method, path = path, timeout = 30,
-    headers = { authorization = "Bearer " .. TOKEN }, body = body }))
-  return res, json.decode(res.body)
+  return admin.call(g, TOKEN, method, path, body)
 end
 
 -- Version `tag`: routes to backend `be`; its plugin's init takes a while
 -- (so a publish spans a few hundred ms: validation, then each worker) and
 -- stamps every answer with the tag.
 local function bundle(mock_a, mock_b, tag, be)
-  local policy = {
-    backends = {
-      a = { provider = "openai", url = mock_a.url, region = "local" },
-      b = { provider = "openai", url = mock_b.url, region = "local" },
-    },
-    default_backend = be,
-    plugins = { { name = "slow" } },
-  }
+  local policy = admin.two_backends(mock_a, mock_b, be, { plugins = { { name = "slow" } } })
   local code = ([[
 -- %s
 return {

@@ -6,53 +6,35 @@
 -- names). A version that one worker refuses is rolled back on all of them.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local admin = require "spec.helpers.admin"
 local json = require "sluice.json"
 local hash = require "sluice.hash"
 
 local TOKEN = "tok-root-8d1e77a2"
 
 local function admin_gateway(policy, extra)
-  local aport = proc.free_port()
-  local g = proc.gateway({
-    policy = policy,
-    config = function(_, dir)
-      return proc.merge({
-        workers = 2,
-        log = { access = dir .. "/access.log", level = "info" },
-        timeouts = { drain = "5s" },
-        admin = { listen = "127.0.0.1:" .. aport, state_dir = dir .. "/state",
-                  tokens = { { name = "root", sha256 = hash.sha256(TOKEN), roles = { "admin" } } } },
-      }, extra)
-    end,
-  })
-  proc.wait_port(g.proc, aport)
-  g.aport = aport
-  return g
+  return admin.gateway({ policy = policy }, function(dir, aport)
+    return proc.merge({
+      workers = 2,
+      log = { access = dir .. "/access.log", level = "info" },
+      timeouts = { drain = "5s" },
+      admin = { listen = "127.0.0.1:" .. aport, state_dir = dir .. "/state",
+                tokens = { { name = "root", sha256 = hash.sha256(TOKEN), roles = { "admin" } } } },
+    }, extra)
+  end)
 end
 
 local function call(g, method, path, body)
-  local res = assert(http.request(g.aport, { method = method, path = path, timeout = 30,
-    headers = { authorization = "Bearer " .. TOKEN },
-    body = type(body) == "table" and json.encode(body) or body or (method == "POST" and "" or nil) }))
-  return res, res.body ~= "" and json.decode(res.body) or nil
+  return admin.call(g, TOKEN, method, path, body)
 end
 
-local function stamp_plugin(tag)
-  return ("-- version %s\nreturn { name = 'stamp', access = function(ctx) "
-    .. "ctx:set_response_header('x-stamp', '%s') end }\n"):format(tag, tag)
-end
+local stamp_plugin = admin.stamp_plugin
 
 -- Version i: routes to a or b, and runs the stamp plugin unless `plain`
 -- (the policy directory a gateway starts from has no stamp plugin).
 local function version_policy(mock_a, mock_b, i, plain)
-  return {
-    backends = {
-      a = { provider = "openai", url = mock_a.url, region = "local" },
-      b = { provider = "openai", url = mock_b.url, region = "local" },
-    },
-    default_backend = i % 2 == 0 and "a" or "b",
-    plugins = not plain and { { name = "stamp" } } or nil,
-  }
+  return admin.two_backends(mock_a, mock_b, i % 2 == 0 and "a" or "b",
+    { plugins = not plain and { { name = "stamp" } } or nil })
 end
 
 -- A client loop in the background: one request after another until the

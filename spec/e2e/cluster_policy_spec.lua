@@ -10,6 +10,7 @@
 -- second (never by its author, wherever they try), is published on a third.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local admin = require "spec.helpers.admin"
 local json = require "sluice.json"
 local hash = require "sluice.hash"
 
@@ -24,55 +25,37 @@ local function start_redis(port, dir)
   return r
 end
 
-local function stamp_plugin(tag)
-  return ("-- version %s\nreturn { name = 'stamp', access = function(ctx) "
-    .. "ctx:set_response_header('x-stamp', '%s') end }\n"):format(tag, tag)
-end
+local stamp_plugin = admin.stamp_plugin
 
 -- Routes to backend a (even i) or b (odd i); runs the stamp plugin unless
 -- `plain` (the policy directory instances start from has none).
 local function version_policy(mock_a, mock_b, i, plain)
-  return {
-    backends = {
-      a = { provider = "openai", url = mock_a.url, region = "local" },
-      b = { provider = "openai", url = mock_b.url, region = "local" },
-    },
-    default_backend = i % 2 == 0 and "a" or "b",
-    plugins = not plain and { { name = "stamp" } } or nil,
-  }
+  return admin.two_backends(mock_a, mock_b, i % 2 == 0 and "a" or "b",
+    { plugins = not plain and { { name = "stamp" } } or nil })
 end
 
 local function instance(redis_port, n, policy, secret_dir)
-  local aport = proc.free_port()
-  local g = proc.gateway({
-    policy = policy,
-    config = function(_, dir)
-      return {
-        workers = 2,
-        secret_dirs = { secret_dir or dir },
-        log = { access = dir .. "/access.log", level = "info" },
-        timeouts = { drain = "5s" },
-        cluster = { address = "redis://127.0.0.1:" .. redis_port .. "/0", instance = "gw-" .. n,
-                    timeout = "500ms" },
-        admin = { listen = "127.0.0.1:" .. aport, state_dir = dir .. "/state", tokens = {
-          { name = "root", sha256 = hash.sha256(TOKENS.root), roles = { "admin" } },
-          { name = "alice", sha256 = hash.sha256(TOKENS.alice), roles = { "read", "propose", "approve" } },
-          { name = "bob", sha256 = hash.sha256(TOKENS.bob), roles = { "read", "approve" } },
-        } },
-      }
-    end,
-  })
-  proc.wait_port(g.proc, aport)
-  g.aport = aport
+  local g = admin.gateway({ policy = policy }, function(dir, aport)
+    return {
+      workers = 2,
+      secret_dirs = { secret_dir or dir },
+      log = { access = dir .. "/access.log", level = "info" },
+      timeouts = { drain = "5s" },
+      cluster = { address = "redis://127.0.0.1:" .. redis_port .. "/0", instance = "gw-" .. n,
+                  timeout = "500ms" },
+      admin = { listen = "127.0.0.1:" .. aport, state_dir = dir .. "/state", tokens = {
+        { name = "root", sha256 = hash.sha256(TOKENS.root), roles = { "admin" } },
+        { name = "alice", sha256 = hash.sha256(TOKENS.alice), roles = { "read", "propose", "approve" } },
+        { name = "bob", sha256 = hash.sha256(TOKENS.bob), roles = { "read", "approve" } },
+      } },
+    }
+  end)
   g.name = "gw-" .. n
   return g
 end
 
 local function call(g, method, path, body, who)
-  local res = assert(http.request(g.aport, { method = method, path = path, timeout = 30,
-    headers = { authorization = "Bearer " .. TOKENS[who or "root"] },
-    body = type(body) == "table" and json.encode(body) or body or (method == "POST" and "" or nil) }))
-  return res, res.body ~= "" and json.decode(res.body) or nil
+  return admin.call(g, TOKENS[who or "root"], method, path, body)
 end
 
 local function eventually(what, f, timeout)

@@ -11,6 +11,7 @@
 -- persistence, so a restart really comes back empty.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local loadgen = require "spec.helpers.load"
 local json = require "sluice.json"
 local socket = require "socket"
 
@@ -110,29 +111,9 @@ end
 -- `n` requests at once from curl --parallel, spread over the gateways in
 -- turn; returns a map status → count.
 local function burst(gws, n, headers, dir, parallel)
-  local body = proc.write_file(dir .. "/body.json", BODY)
-  local lines = {}
-  for i = 1, n do
-    local gw = gws[(i - 1) % #gws + 1]
-    lines[#lines + 1] = ('url = "http://127.0.0.1:%d/v1/chat/completions"'):format(gw.port)
-    lines[#lines + 1] = 'header = "content-type: application/json"'
-    for k, v in pairs(headers) do lines[#lines + 1] = ('header = "%s: %s"'):format(k, v) end
-    lines[#lines + 1] = 'data-binary = "@' .. body .. '"'
-    lines[#lines + 1] = 'output = "/dev/null"'
-    lines[#lines + 1] = 'write-out = "%{http_code}\\n"'
-    if i < n then lines[#lines + 1] = "next" end
-  end
-  local cfg = proc.write_file(dir .. "/burst.curl", table.concat(lines, "\n") .. "\n")
-  local status, out = proc.run("curl -s --max-time 60 --parallel --parallel-immediate "
-    .. "--parallel-max " .. (parallel or n) .. " -K " .. proc.quote(cfg))
-  assert.equals(0, status, out)
-  local codes, total = {}, 0
-  for code in out:gmatch("(%d%d%d)\n") do
-    codes[tonumber(code)] = (codes[tonumber(code)] or 0) + 1
-    total = total + 1
-  end
-  assert.equals(n, total, out)
-  return codes
+  local ports = {}
+  for i, gw in ipairs(gws) do ports[i] = gw.port end
+  return loadgen.burst(ports, n, headers, BODY, dir, parallel)
 end
 
 local function settle_in_window(period, margin)

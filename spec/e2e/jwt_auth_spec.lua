@@ -6,6 +6,7 @@
 -- (spec/fixtures/jwt/mint.lua). Nothing the gateway logs may contain a token.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local certs_for = require "spec.helpers.certs"
 local mint = require "spec.fixtures.jwt.mint"
 
 local q = proc.quote
@@ -20,26 +21,6 @@ local URL_ISS = "https://url-idp.example"
 local UNTRUSTED_ISS = "https://untrusted-idp.example"
 local NOT_JWKS_ISS = "https://not-jwks-idp.example"
 local AUD = "sluice-gateway"
-
--- CA + server certificate for "localhost" in dir.
-local function make_certs(dir)
-  local script = table.concat({
-    "set -e",
-    "cd " .. q(dir),
-    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-      .. " -keyout ca.key -out ca.pem -days 2 -subj '/CN=sluice jwt spec CA'"
-      .. " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
-    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-      .. " -keyout server.key -out server.csr -subj '/CN=localhost'",
-    "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n"
-      .. "keyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext.cnf",
-    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
-      .. " -out server.pem -days 2 -extfile ext.cnf",
-  }, "\n")
-  local st, out = proc.run("sh -c " .. q(script))
-  assert(st == 0, "openssl failed:\n" .. out)
-  return { ca = dir .. "/ca.pem", cert = dir .. "/server.pem", key = dir .. "/server.key" }
-end
 
 local sent = {} -- every token sent, to look for in the logs at the end
 
@@ -80,7 +61,7 @@ describe("jwt-auth in the gateway", function()
 
   setup(function()
     dir = proc.tmpdir()
-    certs = make_certs(dir)
+    certs = certs_for.localhost(dir, "sluice jwt spec CA")
     www = dir .. "/www"
     os.execute("mkdir -p " .. q(www))
     proc.write_file(www .. "/jwks.json", mint.jwks_text("jwks.json"))

@@ -9,6 +9,7 @@
 -- in for an auth plugin.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local loadgen = require "spec.helpers.load"
 local json = require "sluice.json"
 
 local ROOT = io.popen("pwd"):read("*l")
@@ -62,28 +63,7 @@ end
 
 -- `n` requests at once from curl --parallel; returns a map status → count.
 local function burst(port, n, headers, dir)
-  local body = proc.write_file(dir .. "/body.json", BODY)
-  local lines = {}
-  for i = 1, n do
-    lines[#lines + 1] = ('url = "http://127.0.0.1:%d/v1/chat/completions"'):format(port)
-    lines[#lines + 1] = 'header = "content-type: application/json"'
-    for k, v in pairs(headers) do lines[#lines + 1] = ('header = "%s: %s"'):format(k, v) end
-    lines[#lines + 1] = 'data-binary = "@' .. body .. '"'
-    lines[#lines + 1] = 'output = "/dev/null"'
-    lines[#lines + 1] = 'write-out = "%{http_code}\\n"'
-    if i < n then lines[#lines + 1] = "next" end
-  end
-  local cfg = proc.write_file(dir .. "/burst.curl", table.concat(lines, "\n") .. "\n")
-  local status, out = proc.run("curl -s --max-time 60 --parallel --parallel-immediate "
-    .. "--parallel-max " .. n .. " -K " .. proc.quote(cfg))
-  assert.equals(0, status, out)
-  local codes, total = {}, 0
-  for code in out:gmatch("(%d%d%d)\n") do
-    codes[tonumber(code)] = (codes[tonumber(code)] or 0) + 1
-    total = total + 1
-  end
-  assert.equals(n, total, out)
-  return codes
+  return loadgen.burst({ port }, n, headers, BODY, dir)
 end
 
 local function data_events(body)

@@ -4,28 +4,9 @@
 -- configured CA, the system bundle, or not at all when told so.
 local proc = require "spec.helpers.proc"
 local http = require "spec.helpers.http"
+local certs_for = require "spec.helpers.certs"
 
 local q = proc.quote
-
--- CA + server certificate (SAN DNS:localhost only) in dir.
-local function make_certs(dir)
-  local script = table.concat({
-    "set -e",
-    "cd " .. q(dir),
-    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-      .. " -keyout ca.key -out ca.pem -days 2 -subj '/CN=sluice spec CA'"
-      .. " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
-    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-      .. " -keyout server.key -out server.csr -subj '/CN=localhost'",
-    "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n"
-      .. "keyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext.cnf",
-    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
-      .. " -out server.pem -days 2 -extfile ext.cnf",
-  }, "\n")
-  local st, out = proc.run("sh -c " .. q(script))
-  assert(st == 0, "openssl failed:\n" .. out)
-  return { ca = dir .. "/ca.pem", cert = dir .. "/server.pem", key = dir .. "/server.key" }
-end
 
 -- curl: returns status code, headers map, body, curl's exit status.
 local function curl(args)
@@ -53,7 +34,7 @@ describe("sluice TLS", function()
 
   setup(function()
     dir = proc.tmpdir()
-    certs = make_certs(dir)
+    certs = certs_for.localhost(dir, "sluice spec CA")
   end)
 
   teardown(function()
