@@ -335,6 +335,18 @@ local function deny_headers(st, flat)
   return out
 end
 
+-- A denial at the Anthropic door is answered in Anthropic's error shape
+-- (its SDKs read `error.type`); the decision recorded is the same.
+local anthropic_errors
+local function denial(chain, method, path, keep, status, code, message, headers, plugin)
+  if chain.catalog and method == "POST" and path == "/v1/messages" then
+    anthropic_errors = anthropic_errors or require("sluice.front.anthropic").error
+    local body = services.json.encode(anthropic_errors({ error = { message = message, code = code } }, status))
+    return "respond", keep, status, body, headers
+  end
+  return "deny", keep, status, code, message, headers, plugin
+end
+
 function M.request(chain, handle, id, method, path, query, source)
   local st = ctxmod.new(source or request_source, handle, id, method, path, query, chain.version)
   st.chain = chain
@@ -349,7 +361,7 @@ function M.request(chain, handle, id, method, path, query, source)
   if kind then return kind, keep, a, b end
   local d = st.deny
   if d then
-    return "deny", keep, d.status, d.code, d.message, deny_headers(st, d.headers), d.plugin
+    return denial(chain, method, path, keep, d.status, d.code, d.message, deny_headers(st, d.headers), d.plugin)
   end
   local targets = st.targets
   if targets then
@@ -364,11 +376,11 @@ function M.request(chain, handle, id, method, path, query, source)
     end
     if #targets == 0 then
       if st.confined then
-        return "deny", keep, 403, "data_boundary", st.confined_why or
-          "no backend this request may go to serves it", deny_headers(st), st.confined_by
+        return denial(chain, method, path, keep, 403, "data_boundary", st.confined_why or
+          "no backend this request may go to serves it", deny_headers(st), st.confined_by)
       end
-      return "deny", keep, 503, "no_target", "no backend may serve this request under the current policy",
-        deny_headers(st), st.targets_by
+      return denial(chain, method, path, keep, 503, "no_target",
+        "no backend may serve this request under the current policy", deny_headers(st), st.targets_by)
     end
   end
   local model
@@ -377,7 +389,7 @@ function M.request(chain, handle, id, method, path, query, source)
     return "respond", keep, fa, fb, deny_headers(st)
   elseif fk == "deny" then
     ctxmod.decide(st, "catalog", "deny", fc, fb)
-    return "deny", keep, fa, fb, fc, deny_headers(st), "catalog"
+    return denial(chain, method, path, keep, fa, fb, fc, deny_headers(st), "catalog")
   elseif fk == "ok" then
     targets, model = fa, fb
   elseif targets then

@@ -99,6 +99,22 @@ describe("catalog plugin", function()
     assert.same({ "gpt-4-turbo", "gpt-4o", "o-next" }, ids)
   end)
 
+  it("answers denials at the Anthropic door in Anthropic's error shape", function()
+    local res = t.request(chain(), { path = "/v1/messages", headers = {
+        ["x-test-consumer"] = json.encode({ id = "billing", app = "billing-bot", models = { "gpt-4-turbo" } }) },
+      json = { model = "gpt-4o", max_tokens = 5, messages = { { role = "user", content = "hi" } } } })
+    assert.equals("respond", res.action)
+    assert.equals(403, res.status)
+    local e = json.decode(res.body)
+    assert.equals("error", e.type)
+    assert.equals("permission_error", e.error.type)
+    assert.matches("not approved for billing%-bot", e.error.message)
+    res = t.request(chain(), { path = "/v1/messages", json = { model = "nope", max_tokens = 5,
+                                                           messages = { { role = "user", content = "hi" } } } })
+    assert.equals(404, res.status)
+    assert.equals("not_found_error", json.decode(res.body).error.type)
+  end)
+
   it("lets no model out through a path other than the front doors", function()
     for _, path in ipairs({ "/v1/responses", "/v1/completions", "/openai/deployments/gpt-4o/chat/completions" }) do
       local res = t.request(chain(), { path = path, json = { model = "gpt-4o", input = "hi" } })
