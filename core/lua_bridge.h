@@ -136,7 +136,8 @@ int sl_lua_body_filter(sl_lua *lua, const sl_chain *c, int ctx_ref,
 /* The request is over: run the log phase with a few facts about it (the
  * attempts too: record.attempts, and the audit record's "attempts"), and
  * append to `record` what the policy adds to its audit record (JSON
- * members, each with a leading comma; nothing when there is nothing).
+ * members, each with a leading comma; nothing when there is nothing —
+ * the runtime hands them over as one object, or as such members).
  * record NULL: no audit sink, the fields are not built. */
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
                 const char *backend, const sl_lua_attempt *attempts,

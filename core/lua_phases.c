@@ -407,7 +407,15 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
     } else if (record && lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);
-        sl_buf_append(record, s, n);
+        if (n >= 2 && s[0] == '{' && s[n - 1] == '}') {
+            /* a JSON object: its members join the record's */
+            if (n > 2) {
+                sl_buf_append(record, ",", 1);
+                sl_buf_append(record, s + 1, n - 2);
+            }
+        } else {
+            sl_buf_append(record, s, n); /* members, each with a comma */
+        }
     }
     lua_settop(L, top);
 }

@@ -500,8 +500,9 @@ function M.body_filter(chain, st, data, last)
   return st.filtered or data, st.status_override, st.end_stream and "end" or nil
 end
 
--- What the policy adds to the request's audit record: JSON members, each
--- with a leading comma, appended by C to the line it writes.
+-- What the policy adds to the request's audit record: a JSON object whose
+-- members C appends to the line it writes (or, when one member would not
+-- encode, the others as members each with a leading comma).
 -- Annotations any plugin may make that the record also carries at its top
 -- level, for reports: the request's data class, its cost in US dollars.
 local PROMOTED = { data_class = true, cost_usd = true }
@@ -544,7 +545,7 @@ local function audit_fields(st)
   if next(rec) == nil then return "" end
   local encode = services.json.encode
   local s = encode(rec)
-  if s then return "," .. s:sub(2, -2) end
+  if s then return s end -- an object: C appends its members (no copy here)
   local out = {}
   for k, v in pairs(rec) do
     local one = encode(v)

@@ -138,8 +138,10 @@ end
 -- the policy adds, decoded: { decisions =, annotations =, consumer =, … }.
 function M.log(chain, ctx, record)
   record = record or {}
-  local extra = runtime.log(chain, ctx, record)
-  local audit = json.decode("{" .. extra:sub(2) .. "}") or {}
+  local extra = runtime.log(chain, ctx, record) or ""
+  -- a JSON object, or members each with a leading comma
+  if extra:sub(1, 1) ~= "{" then extra = "{" .. extra:sub(2) .. "}" end
+  local audit = json.decode(extra) or {}
   return record, audit
 end
 
