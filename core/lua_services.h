@@ -21,6 +21,8 @@
  * Strings holding NUL ("\u0000") are refused by decode (cJSON strings are
  * NUL-terminated); numbers are doubles, exact integers up to 2^53. */
 int sl_luaopen_json(lua_State *L);
+/* Push json.locate (a closure owning its scanner state). */
+void sl_json_push_locate(lua_State *L);
 
 /* sluice.re: PCRE2 with JIT, patterns compiled once per state and cached
  * (LRU, 512 entries, keyed by pattern and flags):

@@ -53,9 +53,9 @@ static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
         sl_buf_printf(b, ",\"policy_version\":\"%s\"", q->ver->policy->version);
     if (q && q->v.plugin[0] && q->v.action != SL_LUA_OK)
         sl_buf_printf(b, ",\"plugin\":\"%s\"", q->v.plugin);
-    if (q && q->first_byte_ns)
+    if (r->first_byte_ns > r->start_ns)
         sl_buf_printf(b, ",\"ttft_ms\":%.3f",
-                      (double)(q->first_byte_ns - r->start_ns) / 1e6);
+                      (double)(r->first_byte_ns - r->start_ns) / 1e6);
     if (q && q->be) {
         sl_buf_printf(b, ",\"provider\":\"%s\"", q->be->provider);
         if (q->be->region) {
@@ -549,14 +549,6 @@ static void up_head(void *data, int status, const sl_http_hdr *hdrs, int n,
 }
 
 /* Run one piece through the body filters and send what they return. */
-/* Body bytes to the client; the first ones time the first token. */
-static int send_body(preq *q, const char *p, size_t n)
-{
-    if (n && !q->first_byte_ns)
-        q->first_byte_ns = sl_now_ns();
-    return sl_http_response_body(q->r, p, n);
-}
-
 static int filter_piece(preq *q, const char *p, size_t n, int last)
 {
     const char *out;
@@ -565,7 +557,7 @@ static int filter_piece(preq *q, const char *p, size_t n, int last)
     if (sl_lua_body_filter(q->px->lua, &q->ver->chain, q->v.ctx_ref, p, n, last,
                            &out, &outlen, &q->v) < 0)
         return SL_EIO;
-    return send_body(q, out, outlen);
+    return sl_http_response_body(q->r, out, outlen);
 }
 
 /* Cut complete SSE events (RFC: blank-line terminated) out of fbuf. */
@@ -615,7 +607,7 @@ static int filter_events(preq *q, int last)
 static int body_piece(preq *q, const char *p, size_t n)
 {
     if (q->filter == FILTER_NONE) {
-        send_body(q, p, n);
+        sl_http_response_body(q->r, p, n);
         return 0;
     }
     if (q->fbuf.len + n > FILTER_MAX_BODY ||
@@ -710,7 +702,7 @@ static int finish_whole(preq *q)
     int n = sl_proxy__parse_lines(&q->fhead, hdrs, 256);
     write_head(q, q->v.status > 0 ? q->v.status : q->fstatus, hdrs, n,
                (int64_t)outlen);
-    send_body(q, out, outlen);
+    sl_http_response_body(q->r, out, outlen);
     return 0;
 }
 

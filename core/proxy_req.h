@@ -39,10 +39,8 @@ typedef struct preq {
     int targets[SL_LUA_MAX_TARGETS];
     int ntargets;
     int attempt;
-    uint64_t first_byte_ns; /* when the answer's first body byte went to
-                               the client (time to first token), or 0 */
-    uint64_t attempt_ns;    /* when the current attempt started */
-    uint64_t deadline_ns;   /* 0, or when no further attempt may start */
+    uint64_t attempt_ns;  /* when the current attempt started */
+    uint64_t deadline_ns; /* 0, or when no further attempt may start */
     sl_lua_attempt attempts[SL_LUA_MAX_TARGETS]; /* by attempt number */
     int nattempts;
     sl_up_exchange *x;
