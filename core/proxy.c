@@ -1,96 +1,14 @@
 /* proxy.c — the request path of a gateway worker (see proxy.h): the
  * policy phases, the attempts toward targets, the answer streamed back
- * (filtered or translated when the chain or the front door asks), and the
- * access log. What goes upstream is built in proxy_head.c. */
+ * (filtered or translated when the chain or the front door asks). What goes
+ * upstream is built in proxy_head.c; what the gateway answers itself, and
+ * the access log, in proxy_answer.c. */
 #include "proxy_req.h"
 #include "metrics.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* ---- access log ----------------------------------------------------- */
-
-/* ,"attempts":[{backend, status, error, latency_ms, outcome}…], the shape
- * the runtime's audit fields give them. */
-static void log_attempts(sl_buf *b, const preq *q)
-{
-    sl_buf_puts(b, ",\"attempts\":[");
-    for (int i = 0; i < q->nattempts; i++) {
-        const sl_lua_attempt *a = &q->attempts[i];
-        char name[200];
-        const char *be = a->backend ? a->backend : "";
-        size_t nl = sl_json_escape(name, sizeof(name), be, strlen(be));
-        sl_buf_printf(b, "%s{\"backend\":\"%.*s\",\"status\":%d", i ? "," : "",
-                      (int)nl, name, a->status);
-        if (a->error)
-            sl_buf_printf(b, ",\"error\":\"%s\"", a->error);
-        sl_buf_printf(b, ",\"latency_ms\":%.3f,\"outcome\":\"%s\"}", a->ms,
-                      a->outcome ? a->outcome : "");
-    }
-    sl_buf_puts(b, "]");
-}
-
-static void access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
-                       const char *error, const sl_buf *policy)
-{
-    sl_buf *b = sl_access_line(alog);
-    if (!b)
-        return;
-    char ts[32], path[512];
-    sl_time_rfc3339(ts);
-    size_t pl = sl_json_escape(path, sizeof(path), r->path.p, r->path.n);
-    double ms = (double)(sl_now_ns() - r->start_ns) / 1e6;
-    /* The query string is not logged: some providers take keys there. */
-    sl_buf_printf(
-        b,
-        "{\"v\":1,\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\","
-        "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
-        "\"bytes\":%llu,\"duration_ms\":%.3f",
-        ts, r->id, r->client_addr, (int)r->method_name.n, r->method_name.p,
-        (int)pl, path, r->status, (unsigned long long)r->bytes_sent, ms);
-    if (q && q->ver)
-        sl_buf_printf(b, ",\"policy_version\":\"%s\"", q->ver->policy->version);
-    if (q && q->v.plugin[0] && q->v.action != SL_LUA_OK)
-        sl_buf_printf(b, ",\"plugin\":\"%s\"", q->v.plugin);
-    if (r->first_byte_ns > r->start_ns)
-        sl_buf_printf(b, ",\"ttft_ms\":%.3f",
-                      (double)(r->first_byte_ns - r->start_ns) / 1e6);
-    if (q && q->be) {
-        sl_buf_printf(b, ",\"provider\":\"%s\"", q->be->provider);
-        if (q->be->region) {
-            char reg[130];
-            size_t rl = sl_json_escape(reg, sizeof(reg), q->be->region,
-                                       strlen(q->be->region));
-            sl_buf_printf(b, ",\"region\":\"%.*s\"", (int)rl, reg);
-        }
-        sl_buf_printf(b,
-                      ",\"backend\":\"%s\",\"upstream_status\":%d,"
-                      "\"upstream_reused\":%s,\"upstream_head_ms\":%.3f",
-                      q->be->name, q->res.status,
-                      q->res.reused ? "true" : "false",
-                      (double)q->res.head_ns / 1e6);
-        if (q->res.err) {
-            char d[300];
-            const char *det = q->res.detail ? q->res.detail : "";
-            size_t dl = sl_json_escape(d, sizeof(d), det, strlen(det));
-            sl_buf_printf(
-                b,
-                ",\"upstream_error\":\"%s\",\"upstream_phase\":\"%s\","
-                "\"upstream_detail\":\"%.*s\"",
-                sl_strerror(q->res.err), q->res.phase ? q->res.phase : "",
-                (int)dl, d);
-        }
-    }
-    if (q && q->nattempts > 0 && q->v.ctx_ref == LUA_NOREF)
-        log_attempts(b, q); /* else the runtime's audit fields carry them */
-    if (error)
-        sl_buf_printf(b, ",\"error\":\"%s\"", error);
-    if (policy && policy->len)
-        sl_buf_append(b, policy->data, policy->len);
-    sl_buf_puts(b, "}\n");
-    sl_access_commit(alog);
-}
 
 /* ---- versions --------------------------------------------------------------
  */
@@ -135,7 +53,7 @@ int sl_proxy_set_policy(sl_proxy *px, sl_policy *p, char *err, size_t errlen)
 /* The request is over: log it, run the log phase, give everything back.
  * Call before the final response call, which may start the connection's
  * next request in the same sl_http_req. */
-static void preq_finish(preq *q, const char *error)
+void sl_proxy__finish(preq *q, const char *error)
 {
     sl_proxy *px = q->px;
     version *ver = q->ver;
@@ -147,7 +65,7 @@ static void preq_finish(preq *q, const char *error)
         sl_lua_log(px->lua, &ver->chain, q->v.ctx_ref, q->r->status,
                    q->be ? q->be->name : NULL, q->attempts, q->nattempts,
                    sl_access_line(px->alog) ? &q->fbuf : NULL);
-    access_log(px->alog, q->r, q, error, &q->fbuf);
+    sl_proxy__access_log(px->alog, q->r, q, error, &q->fbuf);
     sl_metrics_request_end(q->r, q->be ? q->be->name : NULL, q->attempts,
                            q->nattempts, ver->policy->version);
     if (ver->chain.mask)
@@ -164,121 +82,6 @@ static void preq_finish(preq *q, const char *error)
     q->r->handler_data = NULL;
     version_unref(px, ver);
     sl_pool_put(&px->preqs, q);
-}
-
-static int error_status(int err)
-{
-    switch (err) {
-    case SL_ETIMEDOUT:
-        return 504;
-    case SL_ECANCELED:
-        return 503;
-    }
-    return 502;
-}
-
-/* Answer the client for a failed attempt. */
-static void answer_upstream_error(preq *q)
-{
-    const sl_up_result *res = &q->res;
-    sl_http_req *r = q->r;
-    char msg[300];
-    const char *code = "upstream_error";
-    const char *why = "the backend failed";
-    switch (res->err) {
-    case SL_ETIMEDOUT:
-        code = "upstream_timeout";
-        why = "the backend did not answer in time";
-        break;
-    case SL_ECONNREFUSED:
-    case SL_ECONNECT:
-        code = "upstream_connect_error";
-        why = "cannot connect to the backend";
-        break;
-    case SL_EDNS:
-        code = "upstream_dns_error";
-        why = "cannot resolve the backend's host";
-        break;
-    case SL_ETLS:
-        code = "upstream_tls_error";
-        why = "the TLS connection to the backend failed";
-        break;
-    case SL_EPROTO:
-        code = "upstream_protocol_error";
-        why = "the backend sent a malformed response";
-        break;
-    case SL_ECONNRESET:
-        code = "upstream_reset";
-        why = "the backend closed the connection";
-        break;
-    case SL_ECANCELED:
-        code = "shutting_down";
-        why = "the gateway is shutting down";
-        break;
-    }
-    snprintf(msg, sizeof(msg), "%s (backend '%s')", why, q->be->name);
-    r->status = error_status(res->err);
-    preq_finish(q, NULL);
-    sl_http_send_error(r, r->status, "upstream_error", code, msg);
-}
-
-static void answer_plugin_error(preq *q)
-{
-    sl_http_req *r = q->r;
-    char msg[160];
-    snprintf(msg, sizeof(msg), "policy plugin '%s' failed", q->v.plugin);
-    sl_log_error("request %s: plugin %s: %s", r->id, q->v.plugin, q->v.message);
-    r->status = 500;
-    preq_finish(q, "plugin error");
-    sl_http_send_error(r, 500, "server_error", "plugin_error", msg);
-}
-
-/* A JSON answer the gateway writes itself (a denial, or the runtime's own
- * answer such as the model list), with the headers the verdict carries. */
-static void add_policy_headers(preq *q)
-{
-    sl_http_hdr extra[32];
-    int n = sl_proxy__parse_lines(&q->v.resp_headers, extra, 32);
-    for (int i = 0; i < n; i++)
-        if (!sl_proxy__is_hop_by_hop(&extra[i].name))
-            sl_http_response_header(q->r, extra[i].name.p, extra[i].name.n,
-                                    extra[i].value.p, extra[i].value.n);
-}
-
-static void answer_json(preq *q, const char *body, size_t len,
-                        const char *log_error)
-{
-    sl_http_req *r = q->r;
-    sl_http_response_begin(r, q->v.status);
-    sl_http_response_header(r, "content-type", 12, "application/json", 16);
-    add_policy_headers(q);
-    sl_http_response_head_end(r, (int64_t)len);
-    sl_http_response_body(r, body, len);
-    preq_finish(q, log_error);
-    sl_http_response_end(r);
-}
-
-static void answer_deny(preq *q)
-{
-    sl_lua_verdict *v = &q->v;
-    char body[1100], esc[600], code[140];
-    size_t el =
-        sl_json_escape(esc, sizeof(esc), v->message, strlen(v->message));
-    size_t cl = sl_json_escape(code, sizeof(code), v->code, strlen(v->code));
-    const char *type = v->status == 429   ? "rate_limit_error"
-                       : v->status >= 500 ? "server_error"
-                                          : "invalid_request_error";
-    int bl = snprintf(body, sizeof(body),
-                      "{\"error\":{\"message\":\"%.*s\",\"type\":\"%s\","
-                      "\"code\":\"%.*s\"}}\n",
-                      (int)el, esc, type, (int)cl, code);
-    answer_json(q, body, (size_t)bl, "denied by policy");
-}
-
-/* The runtime answers itself (a model list, say): status and JSON body. */
-static void answer_respond(preq *q)
-{
-    answer_json(q, q->v.body.data ? q->v.body.data : "", q->v.body.len, NULL);
 }
 
 static const sl_up_cbs up_cbs;
@@ -410,11 +213,11 @@ static int start_attempt(preq *q)
                                 q->attempt + 1, q->be->name, &q->path, &q->v);
         if (rc == SL_EINVAL) { /* e.g. a feature this provider lacks */
             r->status = q->v.status;
-            answer_deny(q);
+            sl_proxy__answer_deny(q);
             return 1;
         }
         if (rc < 0) {
-            answer_plugin_error(q);
+            sl_proxy__answer_plugin_error(q);
             return 1;
         }
     }
@@ -441,7 +244,7 @@ static void next_attempt(preq *q, const char *why)
     int rc = start_attempt(q);
     if (rc < 0) {
         q->res.err = rc;
-        answer_upstream_error(q);
+        sl_proxy__answer_upstream_error(q);
     }
 }
 
@@ -458,7 +261,7 @@ static void write_head(preq *q, int status, const sl_http_hdr *hdrs, int n,
         sl_http_response_header(r, h->name.p, h->name.n, h->value.p,
                                 h->value.n);
     }
-    add_policy_headers(q);
+    sl_proxy__policy_headers(q);
     sl_http_response_header(r, "x-sluice-backend", 16, q->be->name,
                             strlen(q->be->name));
     if (q->v.model[0])
@@ -489,7 +292,7 @@ static int head_arrived(preq *q, int status, const sl_http_hdr *hdrs, int n,
             if (q->x)
                 sl_up_cancel(q->x);
             q->x = NULL;
-            answer_plugin_error(q);
+            sl_proxy__answer_plugin_error(q);
             return 1;
         }
         if (rc == 1) {
@@ -619,7 +422,7 @@ static int body_piece(preq *q, const char *p, size_t n)
         if (q->x)
             sl_up_cancel(q->x);
         q->x = NULL;
-        answer_plugin_error(q);
+        sl_proxy__answer_plugin_error(q);
         return -1;
     }
     int fe = q->filter == FILTER_SSE ? filter_events(q, 0) : 0;
@@ -627,7 +430,7 @@ static int body_piece(preq *q, const char *p, size_t n)
         if (q->x)
             sl_up_cancel(q->x);
         q->x = NULL;
-        preq_finish(q, NULL);
+        sl_proxy__finish(q, NULL);
         sl_http_response_end(q->r);
         return -1;
     }
@@ -636,10 +439,10 @@ static int body_piece(preq *q, const char *p, size_t n)
             sl_up_cancel(q->x);
         q->x = NULL;
         if (q->r->head_sent) {
-            preq_finish(q, "body filter failed mid-stream");
+            sl_proxy__finish(q, "body filter failed mid-stream");
             sl_http_response_abort(q->r);
         } else {
-            answer_plugin_error(q);
+            sl_proxy__answer_plugin_error(q);
         }
         return -1;
     }
@@ -753,14 +556,14 @@ static void up_done(void *data, const sl_up_result *res)
             rc = filter_events(q, 1);
         if (rc < 0) {
             if (r->head_sent) {
-                preq_finish(q, "body filter failed");
+                sl_proxy__finish(q, "body filter failed");
                 sl_http_response_abort(r);
             } else {
-                answer_plugin_error(q);
+                sl_proxy__answer_plugin_error(q);
             }
             return;
         }
-        preq_finish(q, NULL);
+        sl_proxy__finish(q, NULL);
         sl_http_response_end(r);
     } else if (!r->head_sent) {
         /* Nothing reached the client: the chain may move on. */
@@ -768,7 +571,7 @@ static void up_done(void *data, const sl_up_result *res)
             (q->ver->chain.mask & SL_PHASE_UPSTREAM_RESPONSE)) {
             int rc = ask_chain(q, 0, NULL, 0, res->err, NULL);
             if (rc < 0) {
-                answer_plugin_error(q);
+                sl_proxy__answer_plugin_error(q);
                 return;
             }
             if (rc == 1) {
@@ -778,18 +581,18 @@ static void up_done(void *data, const sl_up_result *res)
             }
         }
         note_attempt(q, res->status, res->err, "failed");
-        answer_upstream_error(q);
+        sl_proxy__answer_upstream_error(q);
     } else {
         /* Part of the answer is out: never retried, a clean end would be a
          * lie. A filtered event stream ends with an error event instead. */
         note_attempt(q, res->status, res->err, "failed");
         if (q->filter == FILTER_SSE) {
             end_stream_with_error(q, res->err);
-            preq_finish(q, "upstream failed mid-response");
+            sl_proxy__finish(q, "upstream failed mid-response");
             sl_http_response_end(r);
             return;
         }
-        preq_finish(q, "upstream failed mid-response");
+        sl_proxy__finish(q, "upstream failed mid-response");
         sl_http_response_abort(r);
     }
 }
@@ -830,7 +633,7 @@ static void on_request(sl_http_req *r, void *data)
     version *ver = px->cur;
     if (!ver) {
         r->status = 503;
-        access_log(px->alog, r, NULL, "no policy", NULL);
+        sl_proxy__access_log(px->alog, r, NULL, "no policy", NULL);
         sl_http_send_error(r, 503, "server_error", "no_policy",
                            "no policy is loaded");
         return;
@@ -861,23 +664,23 @@ static void on_request(sl_http_req *r, void *data)
         sl_lua_request(px->lua, &ver->chain, r, ver->policy->version, &q->v);
         if (q->v.action == SL_LUA_DENY) {
             r->status = q->v.status;
-            answer_deny(q);
+            sl_proxy__answer_deny(q);
             return;
         }
         if (q->v.action == SL_LUA_ERROR) {
-            answer_plugin_error(q);
+            sl_proxy__answer_plugin_error(q);
             return;
         }
         if (q->v.action == SL_LUA_RESPOND) {
             r->status = q->v.status;
-            answer_respond(q);
+            sl_proxy__answer_respond(q);
             return;
         }
     }
     int rc = resolve_targets(q);
     if (rc == SL_EINVAL) {
         r->status = 503;
-        preq_finish(q, "no backend");
+        sl_proxy__finish(q, "no backend");
         sl_http_send_error(r, 503, "server_error", "no_backend",
                            "no backend is configured for this request");
         return;
@@ -885,13 +688,13 @@ static void on_request(sl_http_req *r, void *data)
     if (rc < 0) {
         q->v.action = SL_LUA_ERROR;
         snprintf(q->v.plugin, sizeof(q->v.plugin), "route");
-        answer_plugin_error(q);
+        sl_proxy__answer_plugin_error(q);
         return;
     }
     rc = start_attempt(q);
     if (rc < 0) {
         q->res.err = rc;
-        answer_upstream_error(q);
+        sl_proxy__answer_upstream_error(q);
     }
 }
 
@@ -906,7 +709,7 @@ static void on_abort(sl_http_req *r, void *data)
     }
     q->x = NULL;
     r->status = 499;
-    preq_finish(q, "client closed the connection");
+    sl_proxy__finish(q, "client closed the connection");
 }
 
 static void on_drain(sl_http_req *r, void *data)
@@ -921,7 +724,7 @@ static void on_drain(sl_http_req *r, void *data)
 static void on_rejected(sl_http_req *r, const char *code, void *data)
 {
     sl_proxy *px = data;
-    access_log(px->alog, r, NULL, code, NULL);
+    sl_proxy__access_log(px->alog, r, NULL, code, NULL);
 }
 
 sl_proxy *sl_proxy_new(sl_up *up, sl_accesslog *alog, sl_lua *lua)

@@ -71,4 +71,20 @@ int sl_proxy__parse_lines(const sl_buf *b, sl_http_hdr *hdrs, int max);
 /* Write the upstream request head for q's current attempt into q->head. */
 int sl_proxy__build_head(preq *q);
 
+/* proxy.c: the request is over — log it, run the log phase, give q back.
+ * Call before the final response call. */
+void sl_proxy__finish(preq *q, const char *error);
+
+/* proxy_answer.c: what the gateway answers itself; each ends q. */
+void sl_proxy__answer_upstream_error(preq *q); /* q->res: 502/503/504 */
+void sl_proxy__answer_plugin_error(preq *q);   /* 500 naming the plugin */
+void sl_proxy__answer_deny(preq *q);           /* the verdict's denial */
+void sl_proxy__answer_respond(preq *q);        /* the runtime's own answer */
+/* The headers plugins set for the client's answer (q->v.resp_headers). */
+void sl_proxy__policy_headers(preq *q);
+/* The access-log line of r (q NULL: refused before the policy ran), with
+ * the policy's audit fields. */
+void sl_proxy__access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
+                          const char *error, const sl_buf *policy);
+
 #endif
