@@ -7,6 +7,11 @@
 
 #include "http_server.h"
 
+/* The answer's text comes in this many words (stream pieces), a tool
+ * call's arguments in this many pieces. */
+#define SL_MOCK_WORDS 7
+#define SL_MOCK_ARG_PIECES 5
+
 enum {
     SL_MOCK_OPENAI, /* and any OpenAI-compatible client */
     SL_MOCK_AZURE,
