@@ -1,7 +1,8 @@
 /* mock_providers.h — the inside of the mock provider, shared by mock.c
- * (routes, credentials, faults, timing, recording) and mock_providers.c
- * (what each provider API's bytes look like). Not a room's door: only
- * mock.c includes it. Routes, switches and token formulas: mock.h. */
+ * (routes, credentials, faults, timing, recording), mock_read.c (what a
+ * call asks for) and mock_providers.c (what each provider API's bytes look
+ * like). Not a room's door: only the mock's files include it. Routes,
+ * switches and token formulas: mock.h. */
 #ifndef SL_MOCK_PROVIDERS_H
 #define SL_MOCK_PROVIDERS_H
 
