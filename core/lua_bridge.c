@@ -24,10 +24,6 @@
 #include <stdlib.h>
 #include <sys/time.h>
 
-#define HOOK_EVERY 200 /* instructions between budget checks */
-
-static __thread sl_lua *hook_owner; /* the state whose plugin is running */
-
 /* ---- memory budget ---------------------------------------------------------
  */
 
@@ -58,95 +54,6 @@ static void close_state(sl_lua *lua)
 {
     lua_setallocf(lua->L, lua->base_alloc, lua->base_ud);
     lua_close(lua->L);
-}
-
-/* ---- time budget -----------------------------------------------------------
- */
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    sl_lua *lua = hook_owner;
-    if (!lua || !lua->deadline_ns)
-        return;
-    if (lua->exceeded || sl_now_ns() > lua->deadline_ns) {
-        /* Keep raising: a plugin's own pcall must not outlive its budget
-         * (the sandbox's pcall re-raises too). */
-        if (!lua->exceeded) /* from now on, every instruction raises */
-            lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-        lua->exceeded = 1;
-        lua_pushstring(L, lua->budget_msg);
-        lua_error(L);
-    }
-}
-
-/* core.call_plugin(fn, budget_ms, ...) -> true, result | false, err */
-static int core_call_plugin(lua_State *L)
-{
-    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    double ms = luaL_optnumber(L, 2, (double)lua->time_budget);
-    lua_remove(L, 2);
-    int nargs = lua_gettop(L) - 1;
-    sl_lua *outer = hook_owner;
-    uint64_t saved_deadline = lua->deadline_ns;
-    size_t saved_limit = lua->mem_limit;
-    hook_owner = lua;
-    lua->exceeded = 0;
-    /* Garbage counts against the state's ceiling: collect it before a
-     * plugin call would find the state nearly full. */
-    if (lua->mem_total > lua->mem_cap / 2)
-        lua_gc(L, LUA_GCCOLLECT, 0);
-    lua->deadline_ns = sl_now_ns() + (uint64_t)(ms * 1e6);
-    /* Per call, and for the state as a whole: a plugin that hoards a
-     * little on every request must hit a wall too. */
-    lua->mem_limit = lua->mem_total + lua->mem_budget;
-    if (lua->mem_limit > lua->mem_cap)
-        lua->mem_limit =
-            lua->mem_cap > lua->mem_total ? lua->mem_cap : lua->mem_total;
-    if (ms != lua->budget_msg_ms) { /* the message only changes with ms */
-        snprintf(lua->budget_msg, sizeof(lua->budget_msg),
-                 "plugin exceeded its time budget (%.0f ms)", ms);
-        lua->budget_msg_ms = ms;
-    }
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
-    int rc = lua_pcall(L, nargs, 1, 0);
-    lua_sethook(L, NULL, 0, 0);
-    lua->deadline_ns = saved_deadline;
-    lua->mem_limit = saved_limit;
-    lua->exceeded = 0;
-    hook_owner = outer;
-    lua_pushboolean(L, rc == 0);
-    lua_insert(L, -2);
-    return 2;
-}
-
-/* core.check_budget(): raise when the running plugin is past its
- * deadline. Plugins reach C services through wrappers that call this
- * first, so a loop of expensive C calls (which the count hook never sees)
- * overruns by one call at most. */
-static int core_check_budget(lua_State *L)
-{
-    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
-    if (lua->deadline_ns && (lua->exceeded || sl_now_ns() > lua->deadline_ns)) {
-        lua->exceeded = 1;
-        lua_pushstring(L, lua->budget_msg);
-        return lua_error(L);
-    }
-    return 0;
-}
-
-static int core_over_budget(lua_State *L)
-{
-    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
-    lua_pushboolean(L, lua->exceeded);
-    return 1;
-}
-
-static int core_budget_error(lua_State *L)
-{
-    sl_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
-    lua_pushstring(L, lua->budget_msg);
-    return 1;
 }
 
 static int core_log(lua_State *L)
@@ -336,10 +243,10 @@ static int boot(lua_State *L)
 
     lua_newtable(L); /* core */
     int core = lua_gettop(L);
-    push_closure(L, lua, core_call_plugin, "call_plugin");
-    push_closure(L, lua, core_over_budget, "over_budget");
-    push_closure(L, lua, core_check_budget, "check_budget");
-    push_closure(L, lua, core_budget_error, "budget_error");
+    push_closure(L, lua, sl_lua_core_call_plugin, "call_plugin");
+    push_closure(L, lua, sl_lua_core_over_budget, "over_budget");
+    push_closure(L, lua, sl_lua_core_check_budget, "check_budget");
+    push_closure(L, lua, sl_lua_core_budget_error, "budget_error");
     lua_pushcfunction(L, core_log);
     lua_setfield(L, core, "log");
     lua_pushcfunction(L, sl_metrics_lua); /* the log phase's metrics */
@@ -466,12 +373,20 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
         free(lua);
         return NULL;
     }
+    if (sl_lua_budget_register(lua) < 0) {
+        snprintf(err, errlen, "cannot start the plugin time-budget watchdog");
+        close_state(lua);
+        free_secret_dirs(lua);
+        free(lua);
+        return NULL;
+    }
     lua_State *L = lua->L;
     lua_pushcfunction(L, boot);
     lua_pushlightuserdata(L, lua);
     if (lua_pcall(L, 1, 0, 0) != 0) {
         snprintf(err, errlen, "cannot load the Lua runtime: %s",
                  lua_tostring(L, -1));
+        sl_lua_budget_unregister(lua);
         close_state(lua);
         free_secret_dirs(lua);
         free(lua);
@@ -484,6 +399,7 @@ void sl_lua_free(sl_lua *lua)
 {
     if (!lua)
         return;
+    sl_lua_budget_unregister(lua);
     close_state(lua);
     free_secret_dirs(lua);
     free(lua);

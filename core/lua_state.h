@@ -1,12 +1,16 @@
 /* lua_state.h — the worker Lua state's internals, shared by the bridge's
- * two files: lua_bridge.c (state, budgets, services, compile) and
- * lua_phases.c (the per-request phase calls). Nothing else includes it. */
+ * three files: lua_bridge.c (state, memory budget, services, compile),
+ * lua_phases.c (the per-request phase calls) and lua_budget.c (the time
+ * budget). Nothing else includes it. */
 #ifndef SL_LUA_STATE_H
 #define SL_LUA_STATE_H
 
 #include "lua_bridge.h"
 
 #include <lua.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 
 struct sl_lua {
     lua_State *L;
@@ -17,8 +21,13 @@ struct sl_lua {
     uint64_t mem_budget;  /* bytes one plugin call may add */
     uint64_t time_budget; /* default ms per plugin call */
     size_t mem_cap;       /* the most the whole state may hold */
-    uint64_t deadline_ns;
+    /* time budget (lua_budget.c) */
+    _Atomic uint64_t deadline_ns; /* 0, or when the running call must end */
+    volatile sig_atomic_t armed;  /* the count hook is set */
     int exceeded;
+    pthread_t thread;       /* the one thread using this state */
+    struct sl_lua *wd_next; /* the watchdog's registry */
+    uint64_t wd_signalled;  /* the deadline last signalled */
     char budget_msg[96];
     double budget_msg_ms;
     int fn_request, fn_upstream_response, fn_body_filter, fn_log, fn_compile,
@@ -35,5 +44,13 @@ struct sl_lua {
 typedef struct sl_lua_reqbox {
     sl_http_req *r;
 } sl_lua_reqbox;
+
+/* lua_budget.c */
+int sl_lua_budget_register(sl_lua *lua);
+void sl_lua_budget_unregister(sl_lua *lua);
+int sl_lua_core_call_plugin(lua_State *L);
+int sl_lua_core_check_budget(lua_State *L);
+int sl_lua_core_over_budget(lua_State *L);
+int sl_lua_core_budget_error(lua_State *L);
 
 #endif

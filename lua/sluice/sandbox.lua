@@ -5,8 +5,9 @@
 -- sluice.* services. Nothing reaches the runtime, another plugin, the file
 -- system or the process. Three things need more than leaving names out:
 --   * time: plugin code runs with the JIT off for its own functions (LuaJIT
---     does not run hooks inside compiled traces), under a count hook that
---     enforces the time budget (core.call_plugin);
+--     does not run hooks inside compiled traces), so that the count hook a
+--     watchdog sets on a call past its deadline stops it at the next
+--     bytecode (core.call_plugin, core/lua_budget.c);
 --   * pcall: a plugin must not swallow the budget error, so its pcall and
 --     xpcall re-raise it;
 --   * Lua patterns: backtracking runs in C where no hook fires, so their cost
@@ -87,7 +88,7 @@ local function copy(t)
   return c
 end
 
--- C functions run where the count hook cannot see: each plugin-facing one
+-- C functions run where no hook can see: each plugin-facing one
 -- checks the deadline first, so a loop of expensive calls stops after one.
 local function checked(f)
   return function(...)
