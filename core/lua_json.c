@@ -167,9 +167,7 @@ static int dec_escape(jdec *d)
 static int dec_string(jdec *d)
 {
     const char *start = ++d->p; /* past the quote */
-    const char *q = start;
-    while (q < d->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
-        q++;
+    const char *q = start + sl_json__plain_run(start, (size_t)(d->end - start));
     if (q < d->end && *q == '"') { /* no escapes: straight from the input */
         lua_pushlstring(d->L, start, (size_t)(q - start));
         d->p = q + 1;
@@ -194,9 +192,7 @@ static int dec_string(jdec *d)
             return dec_fail(d, c ? "control character in a string"
                                  : "NUL characters are not supported");
         const char *run = d->p;
-        while (d->p < d->end && *d->p != '"' && *d->p != '\\' &&
-               (unsigned char)*d->p >= 0x20)
-            d->p++;
+        d->p += sl_json__plain_run(run, (size_t)(d->end - run));
         if (scratch_put(d->scratch, run, (size_t)(d->p - run)) < 0)
             return dec_fail(d, "out of memory");
     }
@@ -463,19 +459,8 @@ static int put(encoder *en, const char *s, size_t n)
     return 0;
 }
 
-/* 0: copy as is; 1: short escape; 2: \u00XX. RFC 8259 §7: quote,
- * backslash and the control characters must be escaped. */
-/* clang-format off */
-static const unsigned char esc_class[256] = {
-    2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 2, 1, 1, 2, 2, /* 0x00 */
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0x10 */
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
-};                                                  /* the rest: 0 */
-/* clang-format on */
-
+/* RFC 8259 §7: quote, backslash and the control characters must be
+ * escaped; the rest is copied as it is, in runs. */
 static int put_string(encoder *en, const char *s, size_t n)
 {
     /* worst case 6 bytes per input byte, plus quotes */
@@ -484,10 +469,11 @@ static int put_string(encoder *en, const char *s, size_t n)
     char *o = en->b->p + en->b->len;
     *o++ = '"';
     size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0;; i++) {
+        i += sl_json__plain_run(s + i, n - i);
+        if (i >= n)
+            break;
         unsigned char c = (unsigned char)s[i];
-        if (!esc_class[c])
-            continue;
         memcpy(o, s + run, i - run);
         o += i - run;
         run = i + 1;

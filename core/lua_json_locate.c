@@ -47,9 +47,7 @@ static int scan_string(jscan *s, int *escaped)
     const char *q = s->p + 1;
     *escaped = 0;
     for (;;) {
-        while (q < s->end && *q != '"' && *q != '\\' &&
-               (unsigned char)*q >= 0x20)
-            q++;
+        q += sl_json__plain_run(q, (size_t)(s->end - q));
         if (q >= s->end || (unsigned char)*q < 0x20)
             return -1;
         if (*q == '"') {

@@ -50,6 +50,36 @@ describe("sluice.json", function()
     assert.are.equal('"/"', json.encode("/"))
   end)
 
+  it("escapes and unescapes a special byte at every offset of a long run", function()
+    -- strings are scanned eight bytes at a time: put each byte that ends
+    -- a plain run at every position of a word, among ASCII and UTF-8 bytes
+    local function reference(str) -- RFC 8259's escaping, byte by byte
+      return '"' .. str:gsub('[%z\1-\31"\\]', function(c)
+        local short = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+                        ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+        return short[c] or ("\\u%04x"):format(c:byte())
+      end) .. '"'
+    end
+    for _, special in ipairs({ '"', "\\", "\n", "\1", "\31", "\0" }) do
+      for _, filler in ipairs({ "a", "é", " ", "\127" }) do
+        for at = 0, 19 do
+          local str = filler:rep(24):sub(1, at) .. special .. ("z"):rep(at % 11)
+          local enc = json.encode(str)
+          assert.are.equal(reference(str), enc)
+          if special ~= "\0" then
+            assert.are.equal(str, json.decode(enc))
+            local ok, f, t = json.locate('{"k":' .. enc .. ',"n":1}', "n")
+            assert.is_true(ok)
+            assert.are.equal(1, tonumber(('{"k":' .. enc .. ',"n":1}'):sub(f, t)))
+          end
+          -- raw, the special byte ends or breaks the string
+          local raw, err = json.decode('"' .. str .. '"')
+          if special == '"' then assert.is_nil(raw) elseif special ~= "\\" then assert.is_nil(raw, err) end
+        end
+      end
+    end
+  end)
+
   it("refuses NUL inside strings instead of truncating them", function()
     local v, err = json.decode('{"a":"x\\u0000y"}')
     assert.is_nil(v)
