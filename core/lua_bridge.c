@@ -24,38 +24,6 @@
 #include <stdlib.h>
 #include <sys/time.h>
 
-/* ---- memory budget ---------------------------------------------------------
- */
-
-/* Counts what the state holds and refuses growth past the budget; the
- * memory itself comes from LuaJIT's allocator, far faster than malloc for
- * the many small objects a request makes. */
-static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    sl_lua *lua = ud;
-    if (ptr == NULL)
-        osize = 0; /* Lua passes a type tag here for new objects */
-    if (nsize == 0) {
-        lua->mem_total -= osize;
-        return lua->base_alloc(lua->base_ud, ptr, osize, 0);
-    }
-    if (lua->mem_limit && nsize > osize &&
-        lua->mem_total + (nsize - osize) > lua->mem_limit)
-        return NULL; /* LuaJIT raises "not enough memory" in the plugin */
-    void *p = lua->base_alloc(lua->base_ud, ptr, osize, nsize);
-    if (p)
-        lua->mem_total += nsize - osize;
-    return p;
-}
-
-/* Give the state its own allocator back before closing it, so LuaJIT
- * releases its arena whole. */
-static void close_state(sl_lua *lua)
-{
-    lua_setallocf(lua->L, lua->base_alloc, lua->base_ud);
-    lua_close(lua->L);
-}
-
 static int core_log(lua_State *L)
 {
     static const char *const levels[] = {"error", "warn", "info", "debug",
@@ -362,11 +330,7 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
         copy_list(cfg->secret_dirs, cfg->nsecret_dirs, &lua->nsecret_dirs);
     lua->secret_env =
         copy_list(cfg->secret_env, cfg->nsecret_env, &lua->nsecret_env);
-    lua->L = luaL_newstate();
-    if (lua->L) {
-        lua->base_alloc = lua_getallocf(lua->L, &lua->base_ud);
-        lua_setallocf(lua->L, lua_alloc, lua);
-    }
+    lua->L = sl_lua__newstate(lua);
     if (!lua->L) {
         snprintf(err, errlen, "cannot create a Lua state");
         free_secret_dirs(lua);
@@ -375,7 +339,7 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
     }
     if (sl_lua_budget_register(lua) < 0) {
         snprintf(err, errlen, "cannot start the plugin time-budget watchdog");
-        close_state(lua);
+        sl_lua__close(lua);
         free_secret_dirs(lua);
         free(lua);
         return NULL;
@@ -387,7 +351,7 @@ sl_lua *sl_lua_new(const sl_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load the Lua runtime: %s",
                  lua_tostring(L, -1));
         sl_lua_budget_unregister(lua);
-        close_state(lua);
+        sl_lua__close(lua);
         free_secret_dirs(lua);
         free(lua);
         return NULL;
@@ -400,7 +364,7 @@ void sl_lua_free(sl_lua *lua)
     if (!lua)
         return;
     sl_lua_budget_unregister(lua);
-    close_state(lua);
+    sl_lua__close(lua);
     free_secret_dirs(lua);
     free(lua);
 }

@@ -1,7 +1,7 @@
 /* lua_state.h — the worker Lua state's internals, shared by the bridge's
- * three files: lua_bridge.c (state, memory budget, services, compile),
- * lua_phases.c (the per-request phase calls) and lua_budget.c (the time
- * budget). Nothing else includes it. */
+ * files: lua_bridge.c (state, services, compile), lua_phases.c (the
+ * per-request phase calls), lua_alloc.c (memory: budget and pools) and
+ * lua_budget.c (the time budget). Nothing else includes it. */
 #ifndef SL_LUA_STATE_H
 #define SL_LUA_STATE_H
 
@@ -14,7 +14,12 @@
 
 struct sl_lua {
     lua_State *L;
-    lua_Alloc base_alloc; /* LuaJIT's own allocator, which we wrap */
+    /* memory (lua_alloc.c) */
+    int pooled;          /* small blocks from our pools (GC64 builds) */
+    void *pool_free[17]; /* free lists by 16-byte class, up to 256 bytes */
+    char *slabs;         /* the slabs they are carved from, linked */
+    char *slab_next, *slab_end;
+    lua_Alloc base_alloc; /* else LuaJIT's own allocator, which we wrap */
     void *base_ud;
     size_t mem_total;     /* bytes the state holds now */
     size_t mem_limit;     /* 0, or the ceiling during a plugin call */
@@ -44,6 +49,10 @@ struct sl_lua {
 typedef struct sl_lua_reqbox {
     sl_http_req *r;
 } sl_lua_reqbox;
+
+/* lua_alloc.c */
+lua_State *sl_lua__newstate(sl_lua *lua);
+void sl_lua__close(sl_lua *lua);
 
 /* lua_budget.c */
 int sl_lua_budget_register(sl_lua *lua);
