@@ -1,5 +1,6 @@
 /* buf.c — block pools and growable buffers (see buf.h). */
 #include "buf.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,29 @@ int sl_buf_append_u64(sl_buf *b, uint64_t v)
         v /= 10;
     } while (v);
     return sl_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+int sl_buf_append_ms(sl_buf *b, uint64_t ns)
+{
+    uint64_t us = (ns + 500) / 1000;
+    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
+                    (char)('0' + us % 10), 0};
+    int rc = sl_buf_append_u64(b, us / 1000);
+    rc |= sl_buf_append(b, ".", 1);
+    return rc | sl_buf_append(b, frac, 3);
+}
+
+int sl_buf_append_json(sl_buf *b, const char *s, size_t n)
+{
+    int rc = 0;
+    while (n > 0) { /* escaped a piece at a time: at most 6 bytes per byte */
+        char out[384];
+        size_t take = n < 64 ? n : 64;
+        rc |= sl_buf_append(b, out, sl_json_escape(out, sizeof(out), s, take));
+        s += take;
+        n -= take;
+    }
+    return rc;
 }
 
 void sl_buf_consume(sl_buf *b, size_t n)

@@ -49,6 +49,10 @@ int sl_buf_printf(sl_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Append a decimal number. */
 int sl_buf_append_u64(sl_buf *b, uint64_t v);
+/* Append nanoseconds as milliseconds with three decimals ("12.345"). */
+int sl_buf_append_ms(sl_buf *b, uint64_t ns);
+/* Append n bytes escaped for the inside of a JSON string. */
+int sl_buf_append_json(sl_buf *b, const char *s, size_t n);
 /* Drop the first n bytes. */
 void sl_buf_consume(sl_buf *b, size_t n);
 /* Give the memory back (to the pool when it came from it). */

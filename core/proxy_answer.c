@@ -9,6 +9,30 @@
 
 /* ---- access log ----------------------------------------------------- */
 
+/* Appends without printf: the line is written for every request. */
+static void put_str(sl_buf *b, const char *key, const char *v)
+{
+    sl_buf_puts(b, key);
+    sl_buf_append_json(b, v, strlen(v));
+    sl_buf_append(b, "\"", 1);
+}
+
+static void put_int(sl_buf *b, const char *key, long long v)
+{
+    sl_buf_puts(b, key);
+    if (v < 0) {
+        sl_buf_append(b, "-", 1);
+        v = -v;
+    }
+    sl_buf_append_u64(b, (uint64_t)v);
+}
+
+static void put_ms(sl_buf *b, const char *key, uint64_t ns)
+{
+    sl_buf_puts(b, key);
+    sl_buf_append_ms(b, ns);
+}
+
 /* ,"attempts":[{backend, status, error, latency_ms, outcome}…], the shape
  * the runtime's audit fields give them. */
 static void log_attempts(sl_buf *b, const preq *q)
@@ -16,15 +40,14 @@ static void log_attempts(sl_buf *b, const preq *q)
     sl_buf_puts(b, ",\"attempts\":[");
     for (int i = 0; i < q->nattempts; i++) {
         const sl_lua_attempt *a = &q->attempts[i];
-        char name[200];
-        const char *be = a->backend ? a->backend : "";
-        size_t nl = sl_json_escape(name, sizeof(name), be, strlen(be));
-        sl_buf_printf(b, "%s{\"backend\":\"%.*s\",\"status\":%d", i ? "," : "",
-                      (int)nl, name, a->status);
+        put_str(b, i ? ",{\"backend\":\"" : "{\"backend\":\"",
+                a->backend ? a->backend : "");
+        put_int(b, ",\"status\":", a->status);
         if (a->error)
-            sl_buf_printf(b, ",\"error\":\"%s\"", a->error);
-        sl_buf_printf(b, ",\"latency_ms\":%.3f,\"outcome\":\"%s\"}", a->ms,
-                      a->outcome ? a->outcome : "");
+            put_str(b, ",\"error\":\"", a->error);
+        put_ms(b, ",\"latency_ms\":", (uint64_t)(a->ms * 1e6));
+        put_str(b, ",\"outcome\":\"", a->outcome ? a->outcome : "");
+        sl_buf_append(b, "}", 1);
     }
     sl_buf_puts(b, "]");
 }
@@ -35,55 +58,47 @@ void sl_proxy__access_log(sl_accesslog *alog, sl_http_req *r, const preq *q,
     sl_buf *b = sl_access_line(alog);
     if (!b)
         return;
-    char ts[32], path[512];
-    sl_time_rfc3339(ts);
-    size_t pl = sl_json_escape(path, sizeof(path), r->path.p, r->path.n);
-    double ms = (double)(sl_now_ns() - r->start_ns) / 1e6;
+    char ts[32];
+    size_t tl = sl_time_rfc3339(ts);
+    sl_buf_puts(b, "{\"v\":1,\"time\":\"");
+    sl_buf_append(b, ts, tl);
+    put_str(b, "\",\"request_id\":\"", r->id);
+    put_str(b, ",\"client\":\"", r->client_addr);
+    sl_buf_puts(b, ",\"method\":\"");
+    sl_buf_append_json(b, r->method_name.p, r->method_name.n);
     /* The query string is not logged: some providers take keys there. */
-    sl_buf_printf(
-        b,
-        "{\"v\":1,\"time\":\"%s\",\"request_id\":\"%s\",\"client\":\"%s\","
-        "\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
-        "\"bytes\":%llu,\"duration_ms\":%.3f",
-        ts, r->id, r->client_addr, (int)r->method_name.n, r->method_name.p,
-        (int)pl, path, r->status, (unsigned long long)r->bytes_sent, ms);
+    sl_buf_puts(b, "\",\"path\":\"");
+    sl_buf_append_json(b, r->path.p, r->path.n < 500 ? r->path.n : 500);
+    put_int(b, "\",\"status\":", r->status);
+    put_int(b, ",\"bytes\":", (long long)r->bytes_sent);
+    put_ms(b, ",\"duration_ms\":", sl_now_ns() - r->start_ns);
     if (q && q->ver)
-        sl_buf_printf(b, ",\"policy_version\":\"%s\"", q->ver->policy->version);
+        put_str(b, ",\"policy_version\":\"", q->ver->policy->version);
     if (q && q->v.plugin[0] && q->v.action != SL_LUA_OK)
-        sl_buf_printf(b, ",\"plugin\":\"%s\"", q->v.plugin);
+        put_str(b, ",\"plugin\":\"", q->v.plugin);
     if (r->first_byte_ns > r->start_ns)
-        sl_buf_printf(b, ",\"ttft_ms\":%.3f",
-                      (double)(r->first_byte_ns - r->start_ns) / 1e6);
+        put_ms(b, ",\"ttft_ms\":", r->first_byte_ns - r->start_ns);
     if (q && q->be) {
-        sl_buf_printf(b, ",\"provider\":\"%s\"", q->be->provider);
-        if (q->be->region) {
-            char reg[130];
-            size_t rl = sl_json_escape(reg, sizeof(reg), q->be->region,
-                                       strlen(q->be->region));
-            sl_buf_printf(b, ",\"region\":\"%.*s\"", (int)rl, reg);
-        }
-        sl_buf_printf(b,
-                      ",\"backend\":\"%s\",\"upstream_status\":%d,"
-                      "\"upstream_reused\":%s,\"upstream_head_ms\":%.3f",
-                      q->be->name, q->res.status,
-                      q->res.reused ? "true" : "false",
-                      (double)q->res.head_ns / 1e6);
+        put_str(b, ",\"provider\":\"", q->be->provider);
+        if (q->be->region)
+            put_str(b, ",\"region\":\"", q->be->region);
+        put_str(b, ",\"backend\":\"", q->be->name);
+        put_int(b, ",\"upstream_status\":", q->res.status);
+        sl_buf_puts(b, q->res.reused ? ",\"upstream_reused\":true"
+                                     : ",\"upstream_reused\":false");
+        put_ms(b, ",\"upstream_head_ms\":", q->res.head_ns);
         if (q->res.err) {
-            char d[300];
-            const char *det = q->res.detail ? q->res.detail : "";
-            size_t dl = sl_json_escape(d, sizeof(d), det, strlen(det));
-            sl_buf_printf(
-                b,
-                ",\"upstream_error\":\"%s\",\"upstream_phase\":\"%s\","
-                "\"upstream_detail\":\"%.*s\"",
-                sl_strerror(q->res.err), q->res.phase ? q->res.phase : "",
-                (int)dl, d);
+            put_str(b, ",\"upstream_error\":\"", sl_strerror(q->res.err));
+            put_str(b, ",\"upstream_phase\":\"",
+                    q->res.phase ? q->res.phase : "");
+            put_str(b, ",\"upstream_detail\":\"",
+                    q->res.detail ? q->res.detail : "");
         }
     }
     if (q && q->nattempts > 0 && q->v.ctx_ref == LUA_NOREF)
         log_attempts(b, q); /* else the runtime's audit fields carry them */
     if (error)
-        sl_buf_printf(b, ",\"error\":\"%s\"", error);
+        put_str(b, ",\"error\":\"", error);
     if (policy && policy->len)
         sl_buf_append(b, policy->data, policy->len);
     sl_buf_puts(b, "}\n");

@@ -190,13 +190,27 @@ double sl_now_mono(void)
 
 size_t sl_time_rfc3339(char out[32])
 {
+    /* a log line per request: the date and time change once a second */
+    static __thread time_t sec = -1;
+    static __thread char head[24];
+    static __thread size_t hn;
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
-    return n;
+    if (ts.tv_sec != sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        hn = strftime(head, sizeof(head), "%Y-%m-%dT%H:%M:%S", &tm);
+        sec = ts.tv_sec;
+    }
+    long ms = ts.tv_nsec / 1000000;
+    memcpy(out, head, hn);
+    out[hn] = '.';
+    out[hn + 1] = (char)('0' + ms / 100);
+    out[hn + 2] = (char)('0' + ms / 10 % 10);
+    out[hn + 3] = (char)('0' + ms % 10);
+    out[hn + 4] = 'Z';
+    out[hn + 5] = 0;
+    return hn + 5;
 }
 
 size_t sl_json_escape(char *out, size_t cap, const char *s, size_t n)
