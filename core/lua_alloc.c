@@ -10,6 +10,13 @@
  * they hold is the state's peak of small objects, and it is all released
  * with the state.
  *
+ * Vector code (PCRE2's JIT, LuaJIT's string functions) reads a subject 16
+ * bytes at a time and may read up to 15 bytes past a string's end, which
+ * LuaJIT's own allocator tolerates by serving from large zeroed arenas.
+ * So here too: slabs are zeroed and end TAIL_PAD bytes early, and large
+ * blocks carry TAIL_PAD zeroed bytes after them, so that such reads stay
+ * inside memory we own and initialised (valgrind checks the rest).
+ *
  * This needs a state created with our allocator from its first object,
  * which LuaJIT allows in its 64-bit GC mode (GC64, the default on x86-64
  * and arm64). Where lua_newstate refuses, the state is LuaJIT's own and
@@ -23,6 +30,7 @@
 #define POOL_STEP 16 /* LuaJIT objects are 8- or 16-byte aligned */
 #define POOL_MAX 256
 #define POOL_SLAB (64 * 1024)
+#define TAIL_PAD 16 /* see below */
 
 static unsigned pool_class(size_t n)
 {
@@ -40,13 +48,13 @@ static void *pool_get(sl_lua *lua, size_t n)
     size_t size = (size_t)c * POOL_STEP;
     if ((size_t)(lua->slab_end - lua->slab_next) < size) {
         /* a new slab; its first bytes link it to the previous one */
-        char *slab = malloc(POOL_SLAB);
+        char *slab = calloc(1, POOL_SLAB);
         if (!slab)
             return NULL;
         memcpy(slab, &lua->slabs, sizeof(void *));
         lua->slabs = slab;
         lua->slab_next = slab + POOL_STEP;
-        lua->slab_end = slab + POOL_SLAB;
+        lua->slab_end = slab + POOL_SLAB - TAIL_PAD;
     }
     p = lua->slab_next;
     lua->slab_next += size;
@@ -58,6 +66,16 @@ static void pool_put(sl_lua *lua, void *p, size_t n)
     unsigned c = pool_class(n);
     memcpy(p, &lua->pool_free[c], sizeof(void *));
     lua->pool_free[c] = p;
+}
+
+/* A large block of n bytes and its zeroed tail: a new one, or ptr grown or
+ * shrunk. */
+static void *large(void *ptr, size_t n)
+{
+    char *p = ptr ? realloc(ptr, n + TAIL_PAD) : malloc(n + TAIL_PAD);
+    if (p)
+        memset(p + n, 0, TAIL_PAD);
+    return p;
 }
 
 /* A block of nsize bytes for one of osize (0: none): pooled when small.
@@ -75,13 +93,13 @@ static void *pooled_realloc(sl_lua *lua, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     if (!ptr)
-        return nsize <= POOL_MAX ? pool_get(lua, nsize) : malloc(nsize);
+        return nsize <= POOL_MAX ? pool_get(lua, nsize) : large(NULL, nsize);
     if (osize > POOL_MAX && nsize > POOL_MAX)
-        return realloc(ptr, nsize);
+        return large(ptr, nsize);
     if (osize <= POOL_MAX && nsize <= POOL_MAX &&
         pool_class(nsize) == pool_class(osize))
         return ptr;
-    void *p = nsize <= POOL_MAX ? pool_get(lua, nsize) : malloc(nsize);
+    void *p = nsize <= POOL_MAX ? pool_get(lua, nsize) : large(NULL, nsize);
     if (!p) /* Lua counts on a shrink never failing: keep the block */
         return nsize < osize ? ptr : NULL;
     memcpy(p, ptr, osize < nsize ? osize : nsize);

@@ -539,14 +539,18 @@ end
 local function placeholder(conf, state, c, v, mode)
   local name = c.name
   local norm = c.def.norm and c.def.norm(v) or v
-  state.counts[name] = (state.counts[name] or 0) + 1
+  local counts = state.counts
+  if not counts then counts = {}; state.counts = counts end
+  counts[name] = (counts[name] or 0) + 1
   state.total = state.total + 1
   if mode == "hash" then
     return "[" .. name .. ":"
       .. sub(hash.hmac_sha256(conf.hash_key, conf.hash_prefix .. name .. ":" .. norm), 1, 12) .. "]"
   end
-  local ids = state.ids[name]
-  if not ids then ids = { n = 0 }; state.ids[name] = ids end
+  local by_class = state.ids
+  if not by_class then by_class = {}; state.ids = by_class end
+  local ids = by_class[name]
+  if not ids then ids = { n = 0 }; by_class[name] = ids end
   local n = ids[norm]
   if not n then
     n = ids.n + 1
@@ -577,8 +581,10 @@ local function redact_text(conf, state, s)
   return concat(out)
 end
 
+-- Counts and numbering are made when the first value is found: most
+-- requests find none.
 local function new_state()
-  return { counts = {}, ids = {}, total = 0 }
+  return { total = 0 }
 end
 
 -- ---- where text lives in a request ----------------------------------------------
@@ -684,6 +690,7 @@ end
 -- legacy function_call; "function" role messages are content too), then
 -- embeddings or completions input, then the end-user id (`user`, often an
 -- e-mail address).
+local INPUTS = { "input", "prompt" }
 local function walk_request(conf, state, body)
   local ok, c = content(conf, state, body, "system")
   if not ok then return false, c end
@@ -705,7 +712,7 @@ local function walk_request(conf, state, body)
       end
     end
   end
-  for _, key in ipairs({ "input", "prompt" }) do
+  for _, key in ipairs(INPUTS) do
     local v = body[key]
     if type(v) == "string" then
       ok, c = field(conf, state, body, key)

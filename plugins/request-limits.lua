@@ -76,6 +76,7 @@ function limits.init(conf)
   check_scope(conf.global, "global")
   for team, s in pairs(conf.teams) do check_scope(s, "teams." .. team) end
   for id, s in pairs(conf.consumers) do check_scope(s, "consumers." .. id) end
+  conf.merged = {} -- effective(): limits by team layer, then consumer layer
   -- strip_headers: exact names, and prefixes from "x-internal-*"
   conf.strip_exact, conf.strip_prefixes = {}, {}
   for _, h in ipairs(conf.strip_headers) do
@@ -89,29 +90,40 @@ function limits.init(conf)
 end
 
 -- The limits for this request's consumer: global, then its team's, then
--- its own; and the scope that set them, for the audit record.
+-- its own; and the scope that set them, for the audit record. Merged once
+-- per pair of configured layers (a bounded set) and shared: read-only.
+local NONE = {}
 local function effective(conf, consumer)
-  local eff, scope = {}, "global"
-  for _, k in ipairs(FIELDS) do eff[k] = conf.global[k] end
-  local layers = {}
+  local team, own, tname, oname
   if type(consumer) == "table" then
     if consumer.team ~= nil then
-      layers[#layers + 1] = { conf.teams[tostring(consumer.team)], "team:" .. tostring(consumer.team) }
+      tname = "team:" .. tostring(consumer.team)
+      team = conf.teams[tostring(consumer.team)]
     end
     if consumer.id ~= nil then
-      layers[#layers + 1] = { conf.consumers[tostring(consumer.id)], "consumer:" .. tostring(consumer.id) }
+      own = conf.consumers[tostring(consumer.id)]
+      if own then oname = "consumer:" .. tostring(consumer.id) end
     end
   end
-  for _, l in ipairs(layers) do
-    if l[1] then
-      for _, k in ipairs(FIELDS) do
-        if l[1][k] ~= nil then eff[k] = l[1][k] end
+  local by_team = conf.merged[team or NONE]
+  if not by_team then by_team = {}; conf.merged[team or NONE] = by_team end
+  local m = by_team[own or NONE]
+  if not m then
+    local eff, scope = {}, "global"
+    for _, k in ipairs(FIELDS) do eff[k] = conf.global[k] end
+    for _, layer in ipairs({ team and { team, tname } or false, own and { own, oname } or false }) do
+      if layer then
+        for _, k in ipairs(FIELDS) do
+          if layer[1][k] ~= nil then eff[k] = layer[1][k] end
+        end
+        scope = layer[2]
       end
-      scope = l[2]
     end
+    eff.max_tokens_mode = eff.max_tokens_mode or "clamp"
+    m = { eff, scope }
+    by_team[own or NONE] = m
   end
-  eff.max_tokens_mode = eff.max_tokens_mode or "clamp"
-  return eff, scope
+  return m[1], m[2]
 end
 
 -- ---- the token estimate ------------------------------------------------------
@@ -176,41 +188,44 @@ end
 
 -- ---- the completion cap ------------------------------------------------------
 
--- The body fields that cap the completion at this door.
-local function cap_fields(path)
-  if path == "/v1/messages" then return { "max_tokens" }, "max_tokens" end
-  return { "max_tokens", "max_completion_tokens" }, "max_completion_tokens"
-end
-
 -- The limits a live policy exception may relax for a consumer
 -- (exceptions: … grants: { limits: { max_prompt_tokens: 32000 } }).
 -- Asked only when the limit would refuse or lower something, so the audit
--- record names an exception only when it changed the outcome.
+-- record names an exception only when it changed the outcome. Returns
+-- whether value is over, and the limit that applies.
 local function over(ctx, lim, k, value)
-  if value <= lim[k] then return false end
+  local limit = lim[k]
+  if value <= limit then return false, limit end
   local id, v = ctx:grant("limits", k)
-  if id and type(v) == "number" and v > lim[k] then lim[k] = v end
-  return value > lim[k]
+  if id and type(v) == "number" and v > limit then limit = v end
+  return value > limit, limit
 end
+
+local CAP_MESSAGES = { "max_tokens" }
+local CAP_CHAT = { "max_tokens", "max_completion_tokens" }
 
 -- Lower, refuse or default the completion cap. Returns true when it denied.
 local function cap_completion(ctx, lim, body, path)
   if not lim.max_tokens and not lim.default_max_tokens then return false end
-  local fields, default_field = cap_fields(path)
+  -- the body fields that cap the completion at this door
+  local fields, default_field = CAP_CHAT, "max_completion_tokens"
+  if path == "/v1/messages" then fields, default_field = CAP_MESSAGES, "max_tokens" end
   local present = false
   for _, f in ipairs(fields) do
     local v = body[f]
     if type(v) == "number" then
       present = true
-      if lim.max_tokens and over(ctx, lim, "max_tokens", v) then
+      local is_over, limit = false, nil
+      if lim.max_tokens then is_over, limit = over(ctx, lim, "max_tokens", v) end
+      if is_over then
         if lim.max_tokens_mode == "reject" then
           ctx:deny(400, "max_tokens_too_large", ("%s may be at most %d for this application (asked for %d)")
-            :format(f, lim.max_tokens, v))
+            :format(f, limit, v))
           return true
         end
-        body[f] = lim.max_tokens
+        body[f] = limit
         ctx.request:set_json(body)
-        ctx:decision("modify", ("%s lowered from %d to the limit %d"):format(f, v, lim.max_tokens))
+        ctx:decision("modify", ("%s lowered from %d to the limit %d"):format(f, v, limit))
       end
     end
   end
@@ -225,20 +240,23 @@ end
 -- ---- headers -------------------------------------------------------------------
 
 local function strip(ctx, conf)
-  local removed = {}
+  local removed
+  local exact, prefixes = conf.strip_exact, conf.strip_prefixes
   for name in pairs(ctx.request:headers()) do
-    local hit = conf.strip_exact[name]
+    local hit = exact[name]
     if not hit then
-      for _, p in ipairs(conf.strip_prefixes) do
+      for i = 1, #prefixes do
+        local p = prefixes[i]
         if name:sub(1, #p) == p then hit = true; break end
       end
     end
     if hit then
       ctx.request:remove_header(name)
+      removed = removed or {}
       removed[#removed + 1] = name
     end
   end
-  if #removed > 0 then
+  if removed then
     table.sort(removed)
     ctx:annotate("stripped_headers", removed)
     ctx:decision("modify", "removed client headers that must not travel upstream: "
@@ -252,7 +270,7 @@ function limits.access(ctx, conf)
   local lim, scope = effective(conf, ctx.consumer)
   if scope ~= "global" then ctx:annotate("limits_scope", scope) end
 
-  for _, h in ipairs(lim.required_headers or {}) do
+  for _, h in ipairs(lim.required_headers or NONE) do
     local v = ctx.request:header(h)
     if v == nil or not v:find("%S") then
       return ctx:deny(400, "missing_header", ("the header '%s' is required by policy"):format(h))
@@ -261,9 +279,10 @@ function limits.access(ctx, conf)
 
   if lim.max_body_bytes then
     local size = #ctx.request:body()
-    if over(ctx, lim, "max_body_bytes", size) then
+    local is_over, limit = over(ctx, lim, "max_body_bytes", size)
+    if is_over then
       return ctx:deny(413, "request_too_large", ("the request body is %d bytes; the limit is %d")
-        :format(size, lim.max_body_bytes))
+        :format(size, limit))
     end
   end
 
@@ -271,16 +290,20 @@ function limits.access(ctx, conf)
     and ctx.request:json()
   if type(body) == "table" then
     local messages = body.messages
-    if lim.max_messages and type(messages) == "table" and over(ctx, lim, "max_messages", #messages) then
-      return ctx:deny(400, "too_many_messages", ("the request has %d messages; the limit is %d")
-        :format(#messages, lim.max_messages))
+    if lim.max_messages and type(messages) == "table" then
+      local is_over, limit = over(ctx, lim, "max_messages", #messages)
+      if is_over then
+        return ctx:deny(400, "too_many_messages", ("the request has %d messages; the limit is %d")
+          :format(#messages, limit))
+      end
     end
     if lim.max_prompt_tokens then
       local est = estimate_tokens(body, messages)
       ctx:annotate("prompt_tokens_estimate", est)
-      if over(ctx, lim, "max_prompt_tokens", est) then
+      local is_over, limit = over(ctx, lim, "max_prompt_tokens", est)
+      if is_over then
         return ctx:deny(413, "prompt_too_long", ("the prompt is about %d tokens; the limit is %d")
-          :format(est, lim.max_prompt_tokens))
+          :format(est, limit))
       end
     end
     -- the cap concerns chat requests only (embeddings have no completion)
