@@ -91,18 +91,24 @@ local function measure(chain, rounds)
   for _ = 1, rounds do one(chain, acc) end
   local total = 0
   for i = 1, 5 do acc[i] = acc[i] / rounds * 1e6; total = total + acc[i] end
-  return acc, total
+  -- what one request leaves for the collector, in bytes
+  collectgarbage(); collectgarbage("stop")
+  local before = collectgarbage("count")
+  for _ = 1, 100 do one(chain, { 0, 0, 0, 0, 0 }) end
+  local garbage = (collectgarbage("count") - before) * 1024 / 100
+  collectgarbage("restart")
+  return acc, total, garbage
 end
 
 describe("default chain cost", function()
   it("prints µs per request by phase, front door alone and plugin by plugin", function()
     local rounds = tonumber(os.getenv("ROUNDS") or "") or 20000
-    local rows = { ("%-28s %8s %8s %8s %8s %8s %8s"):format(
-      "chain", "request", "prepare", "up_resp", "filter", "log", "total") }
+    local rows = { ("%-28s %8s %8s %8s %8s %8s %8s %9s"):format(
+      "chain", "request", "prepare", "up_resp", "filter", "log", "total", "garbage") }
     local function row(label, names)
-      local acc, total = measure(chain_of(names), rounds)
-      rows[#rows + 1] = ("%-28s %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f"):format(
-        label, acc[1], acc[2], acc[3], acc[4], acc[5], total)
+      local acc, total, garbage = measure(chain_of(names), rounds)
+      rows[#rows + 1] = ("%-28s %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.0fB"):format(
+        label, acc[1], acc[2], acc[3], acc[4], acc[5], total, garbage)
     end
     row("front door (catalog only)", {})
     row("+ key-auth", { "key-auth" })

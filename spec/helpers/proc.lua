@@ -11,7 +11,7 @@ local socket = require "socket"
 
 local M = {}
 
-M.bin = os.getenv("SLUICE_BIN") or "/work/main/build/sluice"
+M.bin = os.getenv("SLUICE_BIN") or "build/sluice" -- ctest sets it; else run from the repo root
 M.wrapper = os.getenv("SLUICE_WRAPPER") or ""
 M.wrapped = M.wrapper:match("%S") ~= nil
 M.valgrind = M.wrapper:find("valgrind", 1, true) ~= nil
