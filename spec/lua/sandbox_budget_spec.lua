@@ -49,6 +49,42 @@ describe("the plugin sandbox", function()
         .. ", 124 = still running after 5 s with a 50 ms budget):\n" .. text)
     end)
 
+    attempt("stops every kind of loop: tail calls, goto, long for, through helpers and metatables", function()
+      -- each in a child process: one the budget cannot stop never ends
+      for _, body in ipairs({
+        -- tail recursion: a loop that takes no stack
+        [[local function f(n) return f(n + 1) end
+          return { access = function() return f(0) end }]],
+        -- mutual tail recursion
+        [[local a, b
+          function a(n) return b(n) end
+          function b(n) return a(n + 1) end
+          return { access = function() return a(0) end }]],
+        -- a hot loop around a compiled helper
+        [[local function step(x) return x + 1 end
+          return { access = function() local x = 0 while true do x = step(x) end end }]],
+        -- goto, and a numeric for that would take days
+        [[return { access = function() local x = 0 ::top:: x = x + 1 goto top end }]],
+        [[return { access = function() local x = 0 for i = 1, 1e15 do x = x + i end return x end }]],
+        -- a loop in a method called through a metatable
+        [[local obj = setmetatable({}, { __index = { spin = function(self) repeat self.n = (self.n or 0) + 1 until false end } })
+          return { access = function() obj:spin() end }]],
+      }) do
+        local plugin = source(body)
+        local status, text = child_spec(([[
+              local chain = t.chain({ { name = %q, path = %q } }, { time_budget = 50 })
+              for _ = 1, 3 do -- again: helpers the runtime calls become hot
+                local t0 = socket.gettime()
+                local res = t.request(chain, {})
+                assert.are.equal("error", res.action)
+                assert.matches("time budget", res.message, 1, true)
+                assert.is_true(socket.gettime() - t0 < 1)
+              end]]):format(plugin.name, plugin.path), 10)
+        assert.are.equal(0, status, "not stopped (status " .. tostring(status)
+          .. ", 124 = still running after 10 s with a 50 ms budget):\n" .. body .. "\n" .. text)
+      end
+    end)
+
     attempt("stops an infinite loop in the plugin's main chunk at load", function()
       local chain, err, dt = compile([[while true do end]], { time_budget = 50 })
       assert.is_nil(chain)
