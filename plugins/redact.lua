@@ -435,24 +435,28 @@ local SHORT = 512
 
 -- Which classes text s may hold: false at index i when it lacks every
 -- literal class i's values contain (NEEDS), so that class is not searched
--- there. Most prose holds no "@", no "sk-", often no digit at all: two
--- cheap searches (a digit; any literal) rule out classes whose own
+-- there. Most prose holds no "@", no "sk-", often no digit at all: one
+-- cheap search for either says so, and when it finds one, a search for a
+-- digit and one for any literal, from there on, rule out classes whose own
 -- searches cost more (and the alternation of all classes far more); plain
 -- finds sort the literals out only when one is there. Returns the list
 -- (nil when every class stays possible) and whether any class remains.
+local DIGIT_OR_LITERAL = "[0-9]|" .. LITERALS
 local function possible(conf, s)
   local needs, out, left = conf.needs, nil, false
   local seen -- per list of literals (shared lists are looked up once)
   local digit, literal
+  local first = re.find(s, DIGIT_OR_LITERAL) -- nothing of either before it
+  if not first then digit, literal = false, false end
   for i = 1, #needs do
     local n = needs[i]
     local ok = true
     if n == DIGIT then
-      if digit == nil then digit = re.find(s, "[0-9]") ~= nil end
+      if digit == nil then digit = re.find(s, "[0-9]", nil, first) ~= nil end
       ok = digit
     elseif n then
       -- one search says whether any literal is there at all
-      if literal == nil then literal = re.find(s, LITERALS) ~= nil end
+      if literal == nil then literal = re.find(s, LITERALS, nil, first) ~= nil end
       seen = seen or {}
       ok = literal and seen[n]
       if ok == nil then
