@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/instructions.sh — user-space instructions per request, counted by
-# valgrind (callgrind), for the proxy alone, the AI front door, the shipped
-# default chain, and the default chain with each of its plugins left out.
+# valgrind (callgrind), for nginx proxy_pass (as bench/run.sh runs it), the
+# proxy alone, the AI front door, the shipped default chain, and the
+# default chain with each of its plugins left out.
 #
 # Why: on a shared 2-core VM the wall-clock numbers of bench/run.sh move by
 # 20-30 % from run to run; the instructions one request costs sluice move by
@@ -15,8 +16,9 @@
 # (bench/chat.lua's body), then the total divided by REQUESTS. The
 # per-plugin rows say what leaving that plugin out saves.
 #
-# Knobs (environment): REQUESTS (2000), WARM (1000), CASES (all: plain ai
-# chain and one "no-<plugin>" per plugin of the default policy), SLUICE_BIN
+# Knobs (environment): REQUESTS (2000), WARM (1000), CASES (all: nginx
+# plain ai chain and one "no-<plugin>" per plugin of the default policy;
+# nginx only when NGINX_BIN, /usr/sbin/nginx, is there), SLUICE_BIN
 # (./build/sluice), KEEP_TMP (1 keeps the temp dir and callgrind's output,
 # for callgrind_annotate). Needs valgrind and python3. About 20 s a case.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
@@ -69,14 +71,65 @@ for p in $PLUGINS; do
         /^[^ #]/ && !/^plugins:/ { skip = 0 }
         !skip' "$TMP/chain.yaml" >"$TMP/no-$p.yaml"
 done
-CASES=${CASES:-"plain ai chain $(for p in $PLUGINS; do printf 'no-%s ' "$p"; done)"}
+NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
+NGINX_CASE=""
+[ -x "$NGINX_BIN" ] && NGINX_CASE=nginx
+CASES=${CASES:-"$NGINX_CASE plain ai chain $(for p in $PLUGINS; do printf 'no-%s ' "$p"; done)"}
 
-# count NAME: instructions per request for policy $TMP/NAME.yaml
-count() {
-    local dir=$TMP/$1 port pid
+# start_nginx DIR PORT: bench/run.sh's nginx (one process here, so that
+# callgrind sees the worker) under callgrind. Sets STARTED.
+start_nginx() {
+    local dir=$1 port=$2 user=""
+    [ "$(id -u)" = 0 ] && user="user root;"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+$user
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    log_format bench escape=json '{"time":"\$time_iso8601",'
+        '"request_id":"\$request_id","client":"\$remote_addr:\$remote_port",'
+        '"method":"\$request_method","path":"\$uri","status":\$status,'
+        '"bytes":\$bytes_sent,"duration_ms":\$request_time,'
+        '"backend":"mock","upstream_status":"\$upstream_status",'
+        '"upstream_head_ms":"\$upstream_header_time"}';
+    access_log $dir/access.log bench buffer=32k flush=200ms;
+    keepalive_requests 1000000;
+    upstream mock {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
+        "$NGINX_BIN" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    STARTED=$!
+}
+
+# start_sluice_case NAME DIR PORT: sluice on policy $TMP/NAME.yaml under
+# callgrind. Sets STARTED.
+start_sluice_case() {
+    local dir=$2 port=$3
     mkdir -p "$dir/policies"
     cp "$TMP/$1.yaml" "$dir/policies/bench.yaml"
-    port=$(free_port)
     cat >"$dir/sluice.yaml" <<EOF
 workers: 1
 listen:
@@ -94,7 +147,19 @@ log:
 EOF
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
         "$SLUICE_BIN" run -c "$dir/sluice.yaml" >"$dir/stdout.log" 2>&1 &
-    pid=$!
+    STARTED=$!
+}
+
+# count NAME: instructions per request of case NAME
+count() {
+    local dir=$TMP/$1 port pid
+    port=$(free_port)
+    if [ "$1" = nginx ]; then
+        start_nginx "$dir" "$port"
+    else
+        start_sluice_case "$1" "$dir" "$port"
+    fi
+    pid=$STARTED
     track "$pid"
     wait_port "$port" "$pid" "$1"
     python3 "$TMP/client.py" "$port" "$WARM" "$BENCH_KEY" || die "$1: warm-up failed"
