@@ -4,14 +4,17 @@
 -- table and math, os limited to time, and its own read-only view of the
 -- sluice.* services. Nothing reaches the runtime, another plugin, the file
 -- system or the process. Three things need more than leaving names out:
---   * time: plugin code runs with the JIT off for its own functions (LuaJIT
---     does not run hooks inside compiled traces), so that the count hook a
---     watchdog sets on a call past its deadline stops it at the next
---     bytecode (core.call_plugin, core/lua_budget.c);
+--   * time: a watchdog sets a count hook on a call past its deadline, which
+--     stops interpreted code at its next bytecode (core.call_plugin,
+--     core/lua_budget.c); LuaJIT runs no hooks in compiled code, so the
+--     source gets budget ticks in every loop and function first
+--     (instrument.lua) and is then compiled like any other;
 --   * pcall: a plugin must not swallow the budget error, so its pcall and
 --     xpcall re-raise it;
 --   * Lua patterns: backtracking runs in C where no hook fires, so their cost
 --     is bounded before they run (use sluice.re for long text).
+local instrument = require "sluice.instrument"
+
 local M = {}
 
 local core
@@ -269,11 +272,17 @@ function M.load(name, path, code, time_budget)
   if sbyte(code, 1) == 27 then
     return nil, path .. ": precompiled bytecode is not accepted"
   end
+  -- errors are reported against the source as written; what runs is the
+  -- same source with budget ticks, on the same lines
   local fn, err = loadstring(code, "@" .. path)
   if not fn then return nil, err end
+  local ticked, why = instrument.source(code)
+  if not ticked then return nil, path .. ": " .. why end
+  fn, err = loadstring(ticked, "@" .. path)
+  if not fn then return nil, err end
   local env = M.env(name)
+  env.__sl_budget_check = core.check_budget -- taken (and cleared) by the first line
   setfenv(fn, env)
-  jit.off(fn, true) -- hooks must fire in every function the plugin defines
   local ok, plugin = M.call(fn, time_budget)
   if not ok then return nil, path .. ": " .. tostring(plugin) end
   if type(plugin) ~= "table" then
