@@ -96,13 +96,7 @@ http {
     fastcgi_temp_path $dir/fastcgi;
     uwsgi_temp_path $dir/uwsgi;
     scgi_temp_path $dir/scgi;
-    log_format bench escape=json '{"time":"\$time_iso8601",'
-        '"request_id":"\$request_id","client":"\$remote_addr:\$remote_port",'
-        '"method":"\$request_method","path":"\$uri","status":\$status,'
-        '"bytes":\$bytes_sent,"duration_ms":\$request_time,'
-        '"backend":"mock","upstream_status":"\$upstream_status",'
-        '"upstream_head_ms":"\$upstream_header_time"}';
-    access_log $dir/access.log bench buffer=32k flush=200ms;
+$(nginx_access_log "$dir")
     keepalive_requests 1000000;
     upstream mock {
         server 127.0.0.1:$MOCK_PORT;

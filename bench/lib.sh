@@ -124,6 +124,21 @@ start_mock() {
     wait_port "$MOCK_PORT" "$MOCK_PID" mock
 }
 
+# nginx_access_log DIR: the http-block lines that make nginx log a JSON line
+# per request with the fields sluice logs, buffered and flushed like
+# sluice's access log (32 KiB or 200 ms), to DIR/access.log.
+nginx_access_log() {
+    cat <<EOF
+    log_format bench escape=json '{"time":"\$time_iso8601",'
+        '"request_id":"\$request_id","client":"\$remote_addr:\$remote_port",'
+        '"method":"\$request_method","path":"\$uri","status":\$status,'
+        '"bytes":\$bytes_sent,"duration_ms":\$request_time,'
+        '"backend":"mock","upstream_status":"\$upstream_status",'
+        '"upstream_head_ms":"\$upstream_header_time"}';
+    access_log $1/access.log bench buffer=32k flush=200ms;
+EOF
+}
+
 # ---- the default chain and the chat POST -----------------------------------
 
 # chain_policy OUT: the shipped default policy (policies/default.yaml:

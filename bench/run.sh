@@ -131,15 +131,7 @@ http {
     fastcgi_temp_path $TMP/nginx/fastcgi;
     uwsgi_temp_path $TMP/nginx/uwsgi;
     scgi_temp_path $TMP/nginx/scgi;
-    # A JSON line per request with the fields sluice logs, buffered and
-    # flushed like sluice's access log (32 KiB or 200 ms).
-    log_format bench escape=json '{"time":"\$time_iso8601",'
-        '"request_id":"\$request_id","client":"\$remote_addr:\$remote_port",'
-        '"method":"\$request_method","path":"\$uri","status":\$status,'
-        '"bytes":\$bytes_sent,"duration_ms":\$request_time,'
-        '"backend":"mock","upstream_status":"\$upstream_status",'
-        '"upstream_head_ms":"\$upstream_header_time"}';
-    access_log $TMP/nginx/access.log bench buffer=32k flush=200ms;
+$(nginx_access_log "$TMP/nginx")
     # sluice never retires a keep-alive connection after N requests; do not
     # make nginx pay for reconnects it would not otherwise do.
     keepalive_requests 1000000;
