@@ -9,11 +9,13 @@
  * found past its deadline gets a signal whose handler, on that thread,
  * sets the count hook (lua_sethook may be called asynchronously, the way
  * LuaJIT's own interpreter stops a script on Ctrl-C). The hook raises at
- * the next bytecode of interpreted code, and plugin functions are always
- * interpreted (sandbox.lua). C services check the deadline themselves
- * (core.check_budget), so a loop of expensive C calls stops too.
+ * the next bytecode of interpreted code. Compiled code runs no hooks: the
+ * plugin source carries budget ticks in every loop and function
+ * (lua/sluice/instrument.lua) that call core.check_budget now and then.
+ * C services check the deadline themselves too, so a loop of expensive C
+ * calls stops as well.
  *
- * A budget therefore holds to within one tick. Every state is used by
+ * A budget therefore holds to within a tick or two. Every state is used by
  * the one thread that made it (DESIGN: no Lua state is touched by two
  * threads), and frees it on that thread, so the watchdog only signals
  * threads that are alive: it signals under the registry lock, and a state
@@ -39,7 +41,7 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static sl_lua *reg_head; /* registered states, linked by wd_next */
 static pthread_t watch_thread;
 static int watch_running; /* under reg_mu */
-static volatile int watch_stop;
+static atomic_int watch_stop;
 
 static uint64_t deadline_of(const sl_lua *lua)
 {

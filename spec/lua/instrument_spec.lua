@@ -34,6 +34,8 @@ describe("instrument.source", function()
     assert.are.equal(1, (ticks("local f = function(...) end")))
     assert.are.equal(1, (ticks("function t.a.b:c(x) end")))
     assert.are.equal(1, (ticks("::top:: x = x + 1 if x < 3 then goto top end")))
+    assert.are.equal(1, (ticks("::top:: goto top")))
+    assert.are.equal(1, (ticks("local a = ...\ngoto skip\n::skip::")))
   end)
 
   it("leaves strings, long strings and comments alone", function()
@@ -55,6 +57,19 @@ describe("instrument.source", function()
     assert.are.equal("do ' do", b)
     assert.are.equal(" do ]] repeat ", c)
     assert.are.equal("ado", d)
+  end)
+
+  it("leaves goto alone where LuaJIT reads it as a name", function()
+    local src = [[
+      local goto = 1
+      local t = { goto = 2 }
+      t.goto = t.goto + goto
+      local r = goto
+      return r, t.goto, 0xE+1, 1e+2
+    ]]
+    assert.are.equal(0, (ticks(src)))
+    local r, g, h, e = run(src)
+    assert.are.same({ 1, 3, 15, 100 }, { r, g, h, e })
   end)
 
   it("keeps every line where it was", function()

@@ -65,6 +65,7 @@ describe("the plugin sandbox", function()
           return { access = function() local x = 0 while true do x = step(x) end end }]],
         -- goto, and a numeric for that would take days
         [[return { access = function() local x = 0 ::top:: x = x + 1 goto top end }]],
+        [[return { access = function() ::top:: goto top end }]],
         [[return { access = function() local x = 0 for i = 1, 1e15 do x = x + i end return x end }]],
         -- a loop in a method called through a metatable
         [[local obj = setmetatable({}, { __index = { spin = function(self) repeat self.n = (self.n or 0) + 1 until false end } })
