@@ -25,8 +25,8 @@ static inline size_t sl_json__plain_run(const char *p, size_t n)
         memcpy(&v, p + i, 8);
         q = v ^ (ones * '"');
         b = v ^ (ones * '\\');
-        uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) |
-                       ((v - ones * 0x20) & ~v);
+        uint64_t hit =
+            ((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v);
         hit &= high;
         if (hit)
             return i + (size_t)(__builtin_ctzll(hit) >> 3);
