@@ -427,6 +427,8 @@ typedef struct jwks_entry {
 } jwks_entry;
 
 static pthread_mutex_t jwks_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jwks_idle = PTHREAD_COND_INITIALIZER;
+static int jwks_inflight; /* fetch threads running, under jwks_lock */
 static jwks_entry *jwks_head;
 static int jwks_count;
 
@@ -463,6 +465,8 @@ static void *fetch_thread(void *arg)
     }
     e->fetching = 0;
     unsigned gen = e->gen;
+    if (--jwks_inflight == 0)
+        pthread_cond_broadcast(&jwks_idle);
     pthread_mutex_unlock(&jwks_lock);
     free(text);
     if (rc == 0)
@@ -565,7 +569,9 @@ static int crypto_jwks(lua_State *L)
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         e->fetching = 1;
         e->started_at = now;
+        jwks_inflight++;
         if (pthread_create(&th, &attr, fetch_thread, e) != 0) {
+            jwks_inflight--;
             e->fetching = 0;
             snprintf(e->err, sizeof(e->err), "cannot start a fetch thread");
         }
@@ -590,6 +596,23 @@ static int crypto_jwks(lua_State *L)
     }
     pthread_mutex_unlock(&jwks_lock);
     return nret;
+}
+
+void sl_crypto_quiesce(int max_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += max_ms / 1000;
+    until.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&jwks_lock);
+    while (jwks_inflight > 0 &&
+           pthread_cond_timedwait(&jwks_idle, &jwks_lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&jwks_lock);
 }
 
 int sl_luaopen_crypto(lua_State *L)

@@ -24,4 +24,9 @@
 /* Push the sluice.crypto module table; returns 1 like a luaopen_*. */
 int sl_luaopen_crypto(lua_State *L);
 
+/* Wait (at most max_ms) for JWKS fetches in flight to end, so that a
+ * process stopping never leaves a fetch thread halfway (its TLS and
+ * resolver state unfreed). */
+void sl_crypto_quiesce(int max_ms);
+
 #endif

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "log.h"
 #include "lua_bridge.h"
+#include "lua_crypto.h"
 #include "mock.h"
 #include "report.h"
 #include "spec_runner.h"
@@ -129,6 +130,7 @@ static int serve(runtime *rt)
     uv_run(loop, UV_RUN_DEFAULT);
     for (int i = 0; i < rt->n; i++)
         sl_worker_join(rt->workers[i]);
+    sl_crypto_quiesce(10000); /* a fetch ends within its own timeout */
     uv_loop_close(loop);
     return 0;
 }

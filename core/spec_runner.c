@@ -4,6 +4,7 @@
 #include "spec_runner.h"
 #include "config.h"
 #include "lua_bridge.h"
+#include "lua_crypto.h"
 
 #include <lauxlib.h>
 #include <limits.h>
@@ -77,5 +78,6 @@ int sl_spec_main(int argc, char **argv)
     if (rc != 0)
         fprintf(stderr, "sluice spec: %s\n", lua_tostring(L, -1));
     sl_lua_free(lua);
+    sl_crypto_quiesce(10000); /* JWKS fetches a spec started */
     return rc != 0;
 }
