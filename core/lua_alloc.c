@@ -100,7 +100,9 @@ static void *pooled_realloc(sl_lua *lua, void *ptr, size_t osize, size_t nsize)
         pool_class(nsize) == pool_class(osize))
         return ptr;
     void *p = nsize <= POOL_MAX ? pool_get(lua, nsize) : large(NULL, nsize);
-    if (!p) /* Lua counts on a shrink never failing: keep the block */
+    /* Lua counts on a shrink never failing: then the block stays (and is
+     * later freed to the smaller class, which it more than fills) */
+    if (!p)
         return nsize < osize ? ptr : NULL;
     memcpy(p, ptr, osize < nsize ? osize : nsize);
     if (osize <= POOL_MAX)
