@@ -60,21 +60,8 @@ if [ -x "$NGINX_BIN" ]; then
     # The collector: takes every POST and answers 204, as a real one would
     # once the batch is stored.
     mkdir -p "$TMP/nginx"
-    NGINX_USER=""
-    [ "$(id -u)" = 0 ] && NGINX_USER="user root;"
     cat >"$TMP/nginx/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+$(nginx_head "$TMP/nginx" on 1024)
     access_log off;
     client_max_body_size 16m;
     client_body_buffer_size 2m;

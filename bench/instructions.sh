@@ -79,23 +79,10 @@ CASES=${CASES:-"$NGINX_CASE plain ai chain $(for p in $PLUGINS; do printf 'no-%s
 # start_nginx DIR PORT: bench/run.sh's nginx (one process here, so that
 # callgrind sees the worker) under callgrind. Sets STARTED.
 start_nginx() {
-    local dir=$1 port=$2 user=""
-    [ "$(id -u)" = 0 ] && user="user root;"
+    local dir=$1 port=$2
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<EOF
-$user
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
+$(nginx_head "$dir" off 4096)
 $(nginx_access_log "$dir")
     keepalive_requests 1000000;
     upstream mock {

@@ -124,6 +124,31 @@ start_mock() {
     wait_port "$MOCK_PORT" "$MOCK_PID" mock
 }
 
+# nginx_head DIR MASTER CONNS: the start of an nginx.conf that keeps
+# everything nginx writes in DIR, with master_process MASTER (on|off) and
+# CONNS worker connections, up to and into its http block (the caller
+# writes the rest and closes it). As root, workers would switch to nobody;
+# keep them as the current user, like sluice.
+nginx_head() {
+    local user=""
+    [ "$(id -u)" = 0 ] && user="user root;"
+    cat <<EOF
+$user
+worker_processes 1;
+daemon off;
+master_process $2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections $3; }
+http {
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
 # nginx_access_log DIR: the http-block lines that make nginx log a JSON line
 # per request with the fields sluice logs, buffered and flushed like
 # sluice's access log (32 KiB or 200 ms), to DIR/access.log.

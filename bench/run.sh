@@ -112,25 +112,10 @@ SLUICE_LUA_PORT=$(free_port)
 SLUICE_AI_PORT=$(free_port)
 SLUICE_CHAIN_PORT=$(free_port)
 
-# nginx: everything it writes stays in $TMP. As root, workers would switch
-# to nobody; keep them as the current user like sluice.
+# nginx: everything it writes stays in $TMP.
 mkdir -p "$TMP/nginx"
-NGINX_USER=""
-[ "$(id -u)" = 0 ] && NGINX_USER="user root;"
 cat >"$TMP/nginx/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes 1;
-daemon off;
-master_process on;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+$(nginx_head "$TMP/nginx" on 4096)
 $(nginx_access_log "$TMP/nginx")
     # sluice never retires a keep-alive connection after N requests; do not
     # make nginx pay for reconnects it would not otherwise do.
