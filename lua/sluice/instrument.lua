@@ -56,7 +56,8 @@ local function token(src, i)
   end
   if i > n then return nil end
   local c = byte(src, i)
-  if c == 91 and long_bracket(src, i) then return "string", i, long_bracket(src, i) end
+  local long = c == 91 and long_bracket(src, i)
+  if long then return "string", i, long end
   if c == 34 or c == 39 then
     local j = i + 1
     while j <= n do
