@@ -28,8 +28,9 @@ local sfind, smatch, sgmatch, sgsub, sbyte, ssub = string.find, string.match, st
 local PATTERN_COST_LIMIT = 1e9
 
 -- Quantifiers outside character classes: each one can multiply the work of
--- a backtracking match by the length of the subject.
-local function pattern_cost(pat, len)
+-- a backtracking match by the length of the subject. The cost of matching
+-- pat on a string of length len is (len + 1) ^ exponent(pat).
+local function exponent(pat)
   local q, i, n, in_set = 0, 1, #pat, false
   while i <= n do
     local c = ssub(pat, i, i)
@@ -49,8 +50,23 @@ local function pattern_cost(pat, len)
       i = i + 1
     end
   end
-  local anchored = ssub(pat, 1, 1) == "^"
-  return (len + 1) ^ (q + (anchored and 0 or 1))
+  return q + (ssub(pat, 1, 1) == "^" and 0 or 1)
+end
+
+-- Plugins use a handful of patterns, each on every request: their
+-- exponents are kept (up to EXPONENTS_MAX patterns; then the cache starts
+-- over, so a plugin building patterns from input cannot grow it).
+local EXPONENTS_MAX = 512
+local exponents, n_exponents = {}, 0
+local function pattern_cost(pat, len)
+  local e = exponents[pat]
+  if not e then
+    e = exponent(pat)
+    if n_exponents >= EXPONENTS_MAX then exponents, n_exponents = {}, 0 end
+    exponents[pat] = e
+    n_exponents = n_exponents + 1
+  end
+  return (len + 1) ^ e
 end
 
 local depth = 0 -- > 0 while plugin code runs
