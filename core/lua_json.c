@@ -532,7 +532,32 @@ static int put_number(encoder *en, double d)
         if (v < 0)
             *--q = '-';
         return put(en, q, (size_t)(e - q));
-    } else {
+    } else if (fabs(d) < 1e9) {
+        /* Latencies, prices, temperatures: a few decimals. The fewest k
+         * (up to 6) with m / 10^k == d for an integer m: division rounds
+         * correctly and m and 10^k are exact, so d is the double nearest
+         * m / 10^k, which is what a reader makes of the digits. No printf
+         * on the hot path. */
+        static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
+        for (int k = 1; k <= 6; k++) {
+            double m = nearbyint(d * p10[k]);
+            if (m / p10[k] != d)
+                continue;
+            unsigned long long u = (unsigned long long)fabs(m);
+            char *e = tmp + sizeof(tmp), *q = e;
+            for (int i = 0; i < k; i++, u /= 10)
+                *--q = (char)('0' + u % 10);
+            *--q = '.';
+            do {
+                *--q = (char)('0' + u % 10);
+                u /= 10;
+            } while (u);
+            if (d < 0)
+                *--q = '-';
+            return put(en, q, (size_t)(e - q));
+        }
+    }
+    {
         /* shortest of %.15g / %.17g that reads back as the same double */
         n = snprintf(tmp, sizeof(tmp), "%.15g", d);
         if (strtod(tmp, NULL) != d)

@@ -102,6 +102,25 @@ describe("sluice.json", function()
     assert.are.equal(-1.25e-7, json.decode("-1.25e-7"))
   end)
 
+  it("writes short decimals as a person would, and every double so it reads back the same", function()
+    assert.are.equal("0.346", json.encode(0.346))
+    assert.are.equal("-12.5", json.encode(-12.5))
+    assert.are.equal("0.000001", json.encode(1e-6))
+    assert.are.equal("123456.789", json.encode(123456.789))
+    assert.are.equal("0.30000000000000004", json.encode(0.1 + 0.2))
+    -- decimals of every length, and doubles with no short decimal at all
+    local seed = 12345
+    local function rnd() seed = (seed * 1103515245 + 12345) % 2147483648; return seed end
+    for _ = 1, 20000 do
+      local digits = rnd() % 9
+      local v = (rnd() - 1073741824) / 10 ^ digits
+      if rnd() % 3 == 0 then v = v / 7 end
+      local s = json.encode(v)
+      assert(json.decode(s) == v, s)
+      assert(#s <= 24, s)
+    end
+  end)
+
   it("reports errors with byte, line and column", function()
     local v, err = json.decode('{"a": 1,\n  "b": }')
     assert.is_nil(v)
