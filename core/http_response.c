@@ -114,8 +114,17 @@ int sl_http_response_begin(sl_http_req *r, int status)
     r->status = status;
     r->no_body = r->method == HTTP_HEAD || status == 204 || status == 304 ||
                  (status >= 100 && status < 200);
-    return sl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\n", status,
-                         sl_http_reason(status));
+    /* on every response: appends, not printf */
+    char line[16] = "HTTP/1.1 ";
+    unsigned st = status >= 100 && status <= 999 ? (unsigned)status : 500;
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    line[12] = ' ';
+    const char *reason = sl_http_reason(status);
+    return sl_buf_append(&c->out, line, 13) |
+           sl_buf_puts(&c->out, reason) |
+           sl_buf_append(&c->out, "\r\n", 2);
 }
 
 int sl_http_response_header(sl_http_req *r, const char *name, size_t nlen,

@@ -228,8 +228,12 @@ void sl_metrics_request_end(const sl_http_req *r, const char *backend,
         sl_metrics_policy_version(version);
     }
     uint64_t now = sl_now_ns();
-    char status[16];
-    snprintf(status, sizeof(status), "%d", r->status);
+    char digits[12], *status = digits + sizeof(digits) - 1; /* no printf */
+    unsigned st = r->status > 0 ? (unsigned)r->status : 0;
+    *status = '\0';
+    do
+        *--status = (char)('0' + st % 10);
+    while (st /= 10);
     const char *be = backend ? backend : "";
     const char *req[] = {route_of(&r->path), be, status, pending_team};
     const char *by_be[] = {be};
@@ -411,7 +415,9 @@ int sl_metrics_lua(lua_State *L)
     for (int i = 0; i < nu; i++)
         sl_metrics_add(s, fam[F_EXC_USED], &used[i], 1);
     sl_metrics_end(s);
-    snprintf(pending_team, sizeof(pending_team), "%s", team ? team : "");
+    size_t tn = team ? strnlen(team, sizeof(pending_team) - 1) : 0;
+    memcpy(pending_team, team ? team : "", tn);
+    pending_team[tn] = '\0';
     return 0;
 }
 
