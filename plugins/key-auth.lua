@@ -9,8 +9,9 @@
 --
 -- Policy holds only the SHA-256 of each key, so a leaked policy repository
 -- leaks no key. A consumer may hold several keys (rotation), each with a
--- name and an expiry. A presented key is hashed once and looked up in a
--- table built at load; the gateway's key header is then removed, so a
+-- name and an expiry. A presented key is hashed and looked up in a table
+-- built at load (once per worker and policy version: valid keys are
+-- remembered); the gateway's key header is then removed, so a
 -- client's gateway key never reaches a provider (the gateway sends the
 -- backend's own credential).
 --
@@ -99,6 +100,7 @@ function key_auth.init(conf)
     end
   end
   conf.by_hash = by_hash
+  conf.valid = {} -- presented key -> by_hash entry, filled by access
 
   if conf.anonymous then
     local c = conf.consumers[conf.anonymous]
@@ -170,11 +172,17 @@ function key_auth.access(ctx, conf)
     return
   end
 
-  local hex = sha256(key)
-  local k = conf.by_hash[hex]
-  if not k or not equal(hex, k.hex) then
-    return ctx:deny(401, "invalid_api_key", "the API key is not valid for this gateway",
-                    conf.invalid_headers)
+  -- A key this worker already found valid under this policy is not hashed
+  -- again (only such keys are kept, so the policy bounds the memo).
+  local k = conf.valid[key]
+  if not k then
+    local hex = sha256(key)
+    k = conf.by_hash[hex]
+    if not k or not equal(hex, k.hex) then
+      return ctx:deny(401, "invalid_api_key", "the API key is not valid for this gateway",
+                      conf.invalid_headers)
+    end
+    conf.valid[key] = k
   end
   if k.disabled then
     ctx:annotate("consumer", k.id)

@@ -251,6 +251,27 @@ describe("key-auth plugin", function()
       assert.are.equal("this API key expired on " .. day(0) .. "; ask for a new key", res.message)
     end)
 
+    it("is checked on every request, also after the same worker admitted it", function()
+      local cons = consumers()
+      local soon = os.time() + 1
+      cons["support-chat"].keys[2].expires = os.date("!%Y-%m-%dT%H:%M:%SZ", soon)
+      local c = t.chain({ { name = "key-auth", config = { consumers = cons } } })
+      local function code_of(key)
+        local res = t.request(c, { headers = { authorization = "Bearer " .. key } })
+        return res.action == "ok" and res.ctx.consumer.id or res.code
+      end
+      for _ = 1, 2 do
+        assert.are.equal("support-chat", code_of(CHAT_KEY))
+        assert.are.equal("invalid_api_key", code_of(CHAT_KEY:sub(1, -2)))
+        assert.are.equal("invalid_api_key", code_of(CHAT_KEY .. "x"))
+        assert.are.equal("consumer_disabled", code_of(OFF_KEY))
+      end
+      assert.are.equal("support-chat", code_of(CHAT_OLD))
+      while os.time() < soon do require("socket").sleep(0.05) end -- the old key expires
+      assert.are.equal("expired_api_key", code_of(CHAT_OLD))
+      assert.are.equal("support-chat", code_of(CHAT_KEY))
+    end)
+
     it("records which consumer was refused, and never the key", function()
       local c = chain()
       local res = t.request(c, { headers = { authorization = "Bearer " .. OFF_KEY } })
