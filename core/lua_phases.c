@@ -374,6 +374,33 @@ static void push_attempts(lua_State *L, const sl_lua_attempt *a, int n)
     }
 }
 
+static void append_str(sl_buf *b, const char *key, const char *v)
+{
+    sl_buf_puts(b, key);
+    sl_buf_append_json(b, v, strlen(v));
+    sl_buf_append(b, "\"", 1);
+}
+
+/* The attempts as the audit's "attempts" member, straight from C: the
+ * same fields push_attempts gives log plugins. */
+static void append_attempts(sl_buf *b, const sl_lua_attempt *a, int n)
+{
+    sl_buf_puts(b, ",\"attempts\":[");
+    for (int i = 0; i < n; i++) {
+        append_str(b, i ? ",{\"backend\":\"" : "{\"backend\":\"",
+                   a[i].backend ? a[i].backend : "");
+        sl_buf_puts(b, ",\"status\":");
+        sl_buf_append_u64(b, a[i].status > 0 ? (uint64_t)a[i].status : 0);
+        if (a[i].error)
+            append_str(b, ",\"error\":\"", a[i].error);
+        sl_buf_puts(b, ",\"latency_ms\":");
+        sl_buf_append_ms(b, a[i].ms > 0 ? (uint64_t)(a[i].ms * 1e6) : 0);
+        append_str(b, ",\"outcome\":\"", a[i].outcome ? a[i].outcome : "");
+        sl_buf_append(b, "}", 1);
+    }
+    sl_buf_append(b, "]", 1);
+}
+
 void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
                 const char *backend, const sl_lua_attempt *attempts,
                 int nattempts, sl_buf *record)
@@ -394,13 +421,18 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "no_audit");
     }
-    if (nattempts > 0 && lua_istable(L, top + 3)) {
-        /* What C saw is the record of the attempts: it replaces what the
-         * runtime noted along the way (the request state is ctx's). */
+    if (nattempts > 0 && (c->mask & SL_PHASE_LOG) && lua_istable(L, top + 3)) {
+        /* What C saw is the record of the attempts: for log plugins it
+         * replaces what the runtime noted along the way (the request state
+         * is ctx's). */
         push_attempts(L, attempts, nattempts);
         lua_pushvalue(L, -1);
         lua_setfield(L, top + 3, "attempts");
         lua_setfield(L, -2, "attempts");
+    }
+    if (nattempts > 0 && record) { /* the audit's attempts are written here */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "attempts_written");
     }
     if (lua_pcall(L, 3, 1, 0) != 0) {
         sl_log_error("log phase failed: %s", lua_tostring(L, -1));
@@ -417,5 +449,7 @@ void sl_lua_log(sl_lua *lua, const sl_chain *c, int ctx_ref, int status,
             sl_buf_append(record, s, n); /* members, each with a comma */
         }
     }
+    if (record && nattempts > 0)
+        append_attempts(record, attempts, nattempts);
     lua_settop(L, top);
 }

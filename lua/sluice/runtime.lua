@@ -507,7 +507,7 @@ end
 -- level, for reports: the request's data class, its cost in US dollars.
 local PROMOTED = { data_class = true, cost_usd = true }
 
-local function audit_fields(st)
+local function audit_fields(st, attempts_written)
   -- One table, encoded once (member order is not part of the record);
   -- should some member not encode, the others still go, one by one.
   local rec = {}
@@ -526,8 +526,10 @@ local function audit_fields(st)
   if type(u) == "table" and next(u) ~= nil then rec.usage = u end
   rec.decisions = st.decisions
   -- every attempt toward a backend: { backend, status, error, latency_ms,
-  -- outcome } (set by the gateway when the request ends)
-  if type(st.attempts) == "table" and #st.attempts > 0 then rec.attempts = st.attempts end
+  -- outcome } (the gateway writes them itself when it saw them)
+  if not attempts_written and type(st.attempts) == "table" and #st.attempts > 0 then
+    rec.attempts = st.attempts
+  end
   rec.exceptions = st.exceptions_used
   if st.notes then
     local by, top = {}, nil
@@ -594,7 +596,7 @@ function M.log(chain, st, record)
     record.backend, u and u.prompt_tokens, u and u.completion_tokens,
     st.decisions, st.notes, st.exceptions_used)
   if record.no_audit then return nil end -- no sink: nothing to build
-  return audit_fields(st)
+  return audit_fields(st, record.attempts_written)
 end
 
 return M
