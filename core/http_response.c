@@ -122,8 +122,7 @@ int sl_http_response_begin(sl_http_req *r, int status)
     line[11] = (char)('0' + st % 10);
     line[12] = ' ';
     const char *reason = sl_http_reason(status);
-    return sl_buf_append(&c->out, line, 13) |
-           sl_buf_puts(&c->out, reason) |
+    return sl_buf_append(&c->out, line, 13) | sl_buf_puts(&c->out, reason) |
            sl_buf_append(&c->out, "\r\n", 2);
 }
 
