@@ -7,6 +7,7 @@
  * through that RFC 9112 forbids (bare LF, whitespace before a colon,
  * obs-fold, control characters) is refused here before any handler sees it. */
 #include "http_conn.h"
+#include "listen_port.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -641,6 +642,12 @@ int sl_http_server_listen(sl_http_server *s, const sl_listen_cfg *lc,
     if (rc < 0) {
         snprintf(err, errlen, "listen %s:%u: %s", lc->host, lc->port,
                  uv_strerror(rc));
+        return SL_EIO;
+    }
+    /* SO_REUSEPORT would let another process share the port unseen */
+    char why[160];
+    if (sl_listen_port_owned(fd, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "listen %s:%u: %s", lc->host, lc->port, why);
         return SL_EIO;
     }
     return 0;

@@ -245,3 +245,48 @@ describe("sluice on SIGHUP", function()
     assert.are.equal("b", r2.headers["x-sluice-backend"])
   end)
 end)
+
+-- Workers listen with SO_REUSEPORT, which would let another process of the
+-- same user join the port and take a share of its connections unseen.
+describe("sluice on a port another process listens on", function()
+  local mock, socket = nil, require "socket"
+
+  setup(function()
+    mock = proc.mock()
+  end)
+
+  teardown(function()
+    proc.stop_all()
+  end)
+
+  -- Start a gateway on `port`; its exit status and log once it has ended.
+  local function refused_on(port)
+    local g = proc.gateway({ backend_url = mock.url, port = port, no_wait = true })
+    local st = proc.wait(g.proc, 10 * proc.slow)
+    assert.is_truthy(st, "the second gateway kept running")
+    return st, g:log()
+  end
+
+  it("refuses to start beside a running sluice, which keeps every connection", function()
+    local first = proc.gateway({ backend_url = mock.url, config = { workers = 2 } })
+    local st, log = refused_on(first.port)
+    assert.are_not.equal(0, st)
+    assert.is_truthy(log:find(("listen 127.0.0.1:%d: address already in use: another process "
+      .. "listens on port %d"):format(first.port, first.port), 1, true), log)
+    for _ = 1, 40 do -- new connections, each answered by the first gateway
+      local res = assert(http.chat(first.port))
+      assert.are.equal(200, res.status)
+      assert.are.equal("mock", res.headers["x-sluice-backend"])
+    end
+    assert.is_true(proc.listens(first.proc.pid, first.port))
+  end)
+
+  it("refuses a port held by a program without SO_REUSEPORT", function()
+    local port = proc.free_port()
+    local holder = assert(socket.bind("127.0.0.1", port))
+    local st, log = refused_on(port)
+    holder:close()
+    assert.are_not.equal(0, st)
+    assert.is_truthy(log:find(("listen 127.0.0.1:%d: Address already in use"):format(port), 1, true), log)
+  end)
+end)
