@@ -106,11 +106,31 @@ function M.rmdir(dir)
 end
 
 -- A loopback port nobody listens on right now.
+-- A port no listener holds now, reserved against the other spec files
+-- running in parallel: the kernel may hand the same free port to two of
+-- them before either listens on it. A reservation is a directory under
+-- PORTS_DIR made with mkdir (atomic), removed by stop_all; ones older than
+-- an hour (a killed run) are swept on first use.
+local PORTS_DIR = "/tmp/sluice-spec-ports"
+local reserved, swept = {}, false
+
 function M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
+  if not swept then
+    os.execute("mkdir -p " .. PORTS_DIR .. " && find " .. PORTS_DIR
+      .. " -mindepth 1 -maxdepth 1 -mmin +60 -exec rmdir {} + 2>/dev/null")
+    swept = true
+  end
+  for _ = 1, 50 do
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    port = tonumber(port)
+    if M.run("mkdir " .. PORTS_DIR .. "/" .. port) == 0 then
+      reserved[#reserved + 1] = port
+      return port
+    end
+  end
+  error("no free port could be reserved under " .. PORTS_DIR)
 end
 
 -- Can a TCP connection be made to host:port now?
@@ -347,6 +367,8 @@ function M.stop_all()
     local ok, e = pcall(M.stop, p)
     if not ok then errs[#errs + 1] = tostring(e) end
   end
+  for _, port in ipairs(reserved) do os.remove(PORTS_DIR .. "/" .. port) end
+  reserved = {}
   -- SPEC_KEEP_TMP=1 keeps configs and process logs for a post-mortem.
   if not os.getenv("SPEC_KEEP_TMP") then
     for _, d in ipairs(tmpdirs) do M.rmdir(d) end
@@ -355,11 +377,32 @@ function M.stop_all()
   if #errs > 0 then error(table.concat(errs, "\n"), 2) end
 end
 
--- Wait until the port accepts connections (or the process died).
+-- Whether process `pid` holds a socket listening on `port` (true when
+-- /proc cannot say).
+function M.listens(pid, port)
+  local inodes, any = {}, false
+  for _, table in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
+    for line in (M.read_file(table) or ""):gmatch("[^\n]+") do
+      local p, st, inode = line:match("^%s*%d+:%s+%x+:(%x+)%s+%x+:%x+%s+(%x+)%s+%S+%s+%S+%s+%S+%s+%S+%s+%S+%s+(%d+)")
+      if p and tonumber(p, 16) == port and st == "0A" then inodes["socket:[" .. inode .. "]"] = true end
+      any = any or p ~= nil
+    end
+  end
+  if not any then return true end
+  local status, links = M.run("ls -l /proc/" .. pid .. "/fd")
+  if status ~= 0 then return false end -- gone (or not ours to read)
+  for link in links:gmatch("socket:%[%d+%]") do
+    if inodes[link] then return true end
+  end
+  return false
+end
+
+-- Wait until the port accepts connections (or the process died); with a
+-- process, until that process is the one listening there.
 function M.wait_port(p, port, timeout)
   local deadline = M.now() + (timeout or M.start_timeout)
   while M.now() < deadline do
-    if M.port_open(port) then return true end
+    if M.port_open(port) and (not p or M.listens(p.pid, port)) then return true end
     if p and not M.alive(p) then
       error(string.format("%s exited with %s before listening on %d:\n%s",
         p.name, tostring(p.status), port, M.log(p)), 2)
