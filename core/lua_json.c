@@ -432,11 +432,11 @@ static int outbuf_gc(lua_State *L)
     return 0;
 }
 
-static int reserve(encoder *en, size_t n)
+/* Room for n more bytes: the check is inlined at every write, the growth
+ * is not. */
+static int grow(encoder *en, size_t n)
 {
     outbuf *b = en->b;
-    if (b->cap - b->len >= n)
-        return 0;
     size_t cap = b->cap ? b->cap : 1024;
     while (cap - b->len < n)
         cap *= 2;
@@ -450,7 +450,13 @@ static int reserve(encoder *en, size_t n)
     return 0;
 }
 
-static int put(encoder *en, const char *s, size_t n)
+static inline int reserve(encoder *en, size_t n)
+{
+    outbuf *b = en->b;
+    return __builtin_expect(b->cap - b->len >= n, 1) ? 0 : grow(en, n);
+}
+
+static inline int put(encoder *en, const char *s, size_t n)
 {
     if (reserve(en, n) < 0)
         return -1;
@@ -461,12 +467,15 @@ static int put(encoder *en, const char *s, size_t n)
 
 /* RFC 8259 §7: quote, backslash and the control characters must be
  * escaped; the rest is copied as it is, in runs. */
-static int put_string(encoder *en, const char *s, size_t n)
+static int put_quoted(encoder *en, const char *s, size_t n, char before,
+                      char after)
 {
-    /* worst case 6 bytes per input byte, plus quotes */
-    if (reserve(en, n * 6 + 2) < 0)
+    /* worst case 6 bytes per input byte, plus quotes and the separators */
+    if (reserve(en, n * 6 + 4) < 0)
         return -1;
     char *o = en->b->p + en->b->len;
+    if (before)
+        *o++ = before;
     *o++ = '"';
     size_t run = 0;
     for (size_t i = 0;; i++) {
@@ -507,8 +516,15 @@ static int put_string(encoder *en, const char *s, size_t n)
     memcpy(o, s + run, n - run);
     o += n - run;
     *o++ = '"';
+    if (after)
+        *o++ = after;
     en->b->len = (size_t)(o - en->b->p);
     return 0;
+}
+
+static int put_string(encoder *en, const char *s, size_t n)
+{
+    return put_quoted(en, s, n, 0, 0);
 }
 
 static int put_number(encoder *en, double d)
@@ -611,8 +627,7 @@ static int put_object(encoder *en, int idx, int depth)
             return bad_key(en);
         size_t kn;
         const char *k = lua_tolstring(L, -2, &kn);
-        if ((!first && put(en, ",", 1) < 0) || put_string(en, k, kn) < 0 ||
-            put(en, ":", 1) < 0 ||
+        if (put_quoted(en, k, kn, first ? 0 : ',', ':') < 0 ||
             put_value(en, lua_gettop(L), depth + 1) < 0) {
             lua_pop(L, 2);
             return -1;
