@@ -21,6 +21,7 @@
 # nginx only when NGINX_BIN, /usr/sbin/nginx, is there), SLUICE_BIN
 # (./build/sluice), KEEP_TMP (1 keeps the temp dir and callgrind's output,
 # for callgrind_annotate). Needs valgrind and python3. About 20 s a case.
+# With the chain case, a second table says where its instructions go.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -eu
 
@@ -171,3 +172,31 @@ for c in $CASES; do
     fi
 done
 for c in $CASES; do echo "INSTR case=$c per_request=${IR[$c]}"; done
+
+# Where the default chain's instructions go: callgrind's inclusive count of
+# a few functions, per request. Parts nest (plugin code includes the regex
+# searches it makes), so they do not add up to the total.
+if [ -n "${IR[chain]:-}" ]; then
+    f=$(ls "$TMP/chain"/callgrind.out* | tail -n1)
+    printf '\n| chain: part (inclusive) | instructions/request |\n|---|---:|\n'
+    callgrind_annotate --inclusive=yes --auto=no "$f" 2>/dev/null | awk -v n="$REQUESTS" '
+        BEGIN {
+            part["sl_lua_core_call_plugin"] = "plugin code, every phase (with what it calls)"
+            part["pcre2_match_8"] = "regex searches (sluice.re, PCRE2)"
+            part["json_decode"] = "JSON decode (request body, answer)"
+            part["json_locate"] = "json.locate (splices)"
+            part["json_encode"] = "JSON encode (audit record, splices)"
+            part["llhttp_execute"] = "HTTP parsing, both sides (llhttp)"
+            part["lua_alloc"] = "Lua allocations"
+            part["req_headers"] = "request headers into Lua"
+            part["sl_proxy__access_log"] = "the access/audit line"
+            part["sl_metrics_lua"] = "policy metrics"
+        }
+        /^ *[0-9,]+ / {
+            fn = $0; sub(/ \[.*/, "", fn); sub(/.*:/, "", fn)
+            if ((fn in part) && !(fn in seen)) {
+                seen[fn] = 1; v = $1; gsub(",", "", v)
+                printf "| %s | %d |\n", part[fn], v / n
+            }
+        }'
+fi
