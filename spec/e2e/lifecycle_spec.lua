@@ -249,26 +249,19 @@ end)
 -- Workers listen with SO_REUSEPORT, which would let another process of the
 -- same user join the port and take a share of its connections unseen.
 describe("sluice on a port another process listens on", function()
-  local mock, socket = nil, require "socket"
-
-  setup(function()
-    mock = proc.mock()
-  end)
-
-  teardown(function()
-    proc.stop_all()
-  end)
+  local socket = require "socket"
+  teardown(function() proc.stop_all() end)
 
   -- Start a gateway on `port`; its exit status and log once it has ended.
   local function refused_on(port)
-    local g = proc.gateway({ backend_url = mock.url, port = port, no_wait = true })
+    local g = proc.gateway({ backend_url = "http://127.0.0.1:1", port = port, no_wait = true })
     local st = proc.wait(g.proc, 10 * proc.slow)
     assert.is_truthy(st, "the second gateway kept running")
     return st, g:log()
   end
 
   it("refuses to start beside a running sluice, which keeps every connection", function()
-    local first = proc.gateway({ backend_url = mock.url, config = { workers = 2 } })
+    local first = proc.gateway({ backend_url = proc.mock().url, config = { workers = 2 } })
     local st, log = refused_on(first.port)
     assert.are_not.equal(0, st)
     assert.is_truthy(log:find(("listen 127.0.0.1:%d: address already in use: another process "
