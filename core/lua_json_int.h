@@ -1,5 +1,5 @@
-/* lua_json_int.h — what sluice.json's decoder and json.locate share (not a
- * room's door: only lua_json*.c include it). */
+/* lua_json_int.h — what sluice.json's decoder, encoder and json.locate share
+ * (not a room's door: only lua_json*.c include it). */
 #ifndef SL_LUA_JSON_INT_H
 #define SL_LUA_JSON_INT_H
 
@@ -39,6 +39,19 @@ static inline size_t sl_json__plain_run(const char *p, size_t n)
     }
     return i;
 }
+
+#define KEEP_BUF 65536 /* a module buffer above this is shrunk after use */
+
+/* Per-module state in a userdata upvalue, so memory survives a Lua error:
+ * the encode buffer, which decode also uses to unescape strings. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} outbuf;
+
+/* sluice.json.encode: upvalue 1 the array metatable, 3 the outbuf. */
+struct lua_State;
+int sl_json__encode(struct lua_State *L);
 
 /* The four hex digits at p as a code unit: 0, or -1 when not hex. */
 int sl_json__hex4(const char *p, unsigned *out);
